@@ -1,0 +1,131 @@
+"""Small real models for the gradient tests (built in fixtures, no shipped files needed).
+
+``ResNet``: a BatchNorm ResNet (optionally BN-free, optionally ending in softmax);
+``TorchModel`` / ``OnnxModel``: minimal Model adapters over an eager/TorchScript module and
+an onnxruntime session, used until/besides the real adapters.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from xaudit.model import Model, Preprocessing
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride=1, bn=True):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=not bn)
+        self.b1 = nn.BatchNorm2d(cout) if bn else nn.Identity()
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=not bn)
+        self.b2 = nn.BatchNorm2d(cout) if bn else nn.Identity()
+        self.sc = None if (stride == 1 and cin == cout) else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=not bn), nn.BatchNorm2d(cout) if bn else nn.Identity())
+
+    def forward(self, x):
+        y = F.relu(self.b1(self.c1(x)))
+        y = self.b2(self.c2(y))
+        return F.relu(y + (x if self.sc is None else self.sc(x)))
+
+
+class ResNet(nn.Module):
+    def __init__(self, n=4, bn=True, w=8, softmax=False, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1, bias=not bn), nn.BatchNorm2d(w) if bn else nn.Identity(),
+                                  nn.ReLU())
+        self.layer1 = Block(w, w, 1, bn)
+        self.layer2 = Block(w, 2 * w, 2, bn)
+        self.fc = nn.Linear(2 * w, n)
+        self.softmax = softmax
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.ndim > 1 else 0.1))
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    c = m.num_features
+                    m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                    m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                    m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+        self.eval()
+
+    def forward(self, x):
+        x = self.layer2(self.layer1(self.stem(x)))
+        x = self.fc(x.mean((2, 3)))
+        return torch.softmax(x, 1) if self.softmax else x
+
+
+class TorchModel(Model):
+    format = "torch"
+
+    def __init__(self, module, input_size=(32, 32), preprocessing=None, output_kind="auto"):
+        self.module = module.eval()
+        pp = preprocessing or Preprocessing()
+        n = self._raw(pp.apply(np.zeros((1, *input_size, 3), np.float32))).shape[1]
+        self._setup(source="<torch module>", labels=[f"c{i}" for i in range(n)], input_size=input_size,
+                    preprocessing=pp, output_kind=output_kind)
+        self.resolve_output_kind()
+        self._diff = None
+
+    def _raw(self, native):
+        with torch.no_grad():
+            return self.module(torch.from_numpy(np.ascontiguousarray(native))).numpy()
+
+    def _forward_native(self, native):
+        return self._raw(native)
+
+    def _check_gradients(self):
+        from xaudit.white_box import for_torch_module
+        self._diff = for_torch_module(self.module, self.preprocessing, self.input_size)
+        return True, self._diff.notes
+
+    def _differentiable(self):
+        return self._diff
+
+
+class OnnxModel(Model):
+    format = "onnx"
+
+    def __init__(self, onnx_bytes, input_size=(32, 32), preprocessing=None):
+        import onnxruntime as ort
+        self.onnx_bytes = onnx_bytes
+        self.sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        pp = preprocessing or Preprocessing()
+        self._in = self.sess.get_inputs()[0].name
+        n = self._forward_native(pp.apply(np.zeros((1, *input_size, 3), np.float32))).shape[1]
+        self._setup(source="<onnx bytes>", labels=[f"c{i}" for i in range(n)], input_size=input_size,
+                    preprocessing=pp, output_kind="auto")
+        self.resolve_output_kind()
+        self._diff = None
+
+    def _forward_native(self, native):
+        return self.sess.run(None, {self._in: native})[0]
+
+    def _check_gradients(self):
+        from xaudit.white_box.onnx_torch import for_onnx
+        self._diff = for_onnx(self.onnx_bytes, self.preprocessing, self.input_size)
+        return True, self._diff.notes
+
+    def _differentiable(self):
+        return self._diff
+
+
+def export_onnx(module, input_size=(32, 32), opset=13) -> bytes:
+    import warnings
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, 3, *input_size),), f, dynamo=False, opset_version=opset,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    return f.getvalue()
+
+
+def script(module):
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(module), buf)
+    buf.seek(0)
+    return torch.jit.load(buf)

@@ -4,7 +4,7 @@ The target layer is, by default, the last layer (in execution order) whose outpu
 4-D (spatial); ``layer=`` names another one: a module name for torch modules
 (``layer4``), a module path or aten output name for TorchScript, a node output name for
 ONNX / TF graphs. ``cam = ReLU(sum_c mean_hw(dS/dA_c) * A_c)`` on that layer, upsampled
-bilinearly to the input size. Agrees with Captum's ``LayerGradCAM(relu_attributions=True)``
+bilinearly to the input size. Agrees with Captum's ``LayerGradCam(relu_attributions=True)``
 on the same layer (see tests); written natively because Captum's layer hooks cannot reach
 nodes of converted graphs.
 """

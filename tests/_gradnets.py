@@ -129,3 +129,84 @@ def script(module):
     torch.jit.save(torch.jit.script(module), buf)
     buf.seek(0)
     return torch.jit.load(buf)
+
+
+class SmallCNN(nn.Module):
+    """BN-free conv net (Custom-Vision-like head: global pool, linear, softmax)."""
+
+    def __init__(self, n=3, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.c1 = nn.Conv2d(3, 8, 3, 1, 1)
+        self.c2 = nn.Conv2d(8, 8, 3, 2, 1)
+        self.fc = nn.Linear(8, n)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * (0.2 if p.ndim > 1 else 0.1))
+        self.eval()
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        x = F.max_pool2d(F.relu(self.c2(x)), 2)
+        return torch.softmax(self.fc(x.mean((2, 3))), 1)
+
+
+def custom_vision_onnx(net, input_size=(32, 32), labels=("a", "b", "c"), scale=1 / 255.0,
+                       bias=(-0.4, -0.45, -0.5)) -> bytes:
+    """A Custom-Vision-style export: fixed batch 1, BGR 0-255 input 'data', ImageScaler,
+    weights held in Constant nodes, Softmax -> 'model_output', ZipMap 'loss', 'classLabel'."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    m = onnx.load_from_string(export_onnx(net, input_size, opset=9))
+    g = m.graph
+    nodes = []
+    for init in g.initializer:  # weights as Constant nodes
+        nodes.append(helper.make_node("Constant", [], [init.name], value=init))
+    del g.initializer[:]
+    x0 = g.input[0].name
+    nodes.append(helper.make_node("ImageScaler", ["data"], [x0], scale=scale, bias=list(bias)))
+    old = list(g.node)
+    softmax_out = g.output[0].name
+    for n in old:
+        nodes.append(n)
+    # rename the softmax output and add the label branches
+    for n in nodes:
+        for i, o in enumerate(n.output):
+            if o == softmax_out:
+                n.output[i] = "model_output"
+    labels_t = numpy_helper.from_array(np.array(list(labels), dtype=object), "labels")
+    nodes += [
+        helper.make_node("ZipMap", ["model_output"], ["loss"], domain="ai.onnx.ml", classlabels_strings=list(labels)),
+        helper.make_node("ArgMax", ["model_output"], ["idx"], axis=1, keepdims=0),
+        helper.make_node("Constant", [], ["labels"], value=labels_t),
+        helper.make_node("ArrayFeatureExtractor", ["labels", "idx"], ["classLabel"], domain="ai.onnx.ml"),
+    ]
+    h, w = input_size
+    graph = helper.make_graph(
+        nodes, "cv", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, h, w])],
+        [helper.make_tensor_value_info("classLabel", TensorProto.STRING, [1, 1]),
+         helper.make_value_info("loss", helper.make_sequence_type_proto(
+             helper.make_map_type_proto(TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, []))))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9), helper.make_opsetid("ai.onnx.ml", 1)])
+    model.ir_version = 6
+    return model.SerializeToString()
+
+
+class ZipMapOnnxModel(OnnxModel):
+    """Reads probabilities from the ZipMap output 'loss' (as the CV adapter does)."""
+
+    def __init__(self, onnx_bytes, input_size=(32, 32), preprocessing=None):
+        super().__init__(onnx_bytes, input_size, preprocessing)
+        self.fixed_batch = 1
+
+    def _forward_native(self, native):
+        outs = []
+        for i in range(native.shape[0]):
+            rows = self.sess.run(["loss"], {self._in: native[i:i + 1]})[0]
+            outs.append([rows[0][k] for k in sorted(rows[0])])
+        return np.asarray(outs, np.float32)
+
+    def _check_gradients(self):
+        from xaudit.white_box.onnx_torch import for_onnx
+        self._diff = for_onnx(self.onnx_bytes, self.preprocessing, self.input_size, output_name="loss")
+        return True, self._diff.notes

@@ -504,7 +504,7 @@ def _input_batch(m, input_name):
 
 
 def for_onnx(model, preprocessing, input_size, output_name=None, probe_batch=2, seed=0, ort_session=None,
-             output_kind=None):
+             output_kind=None, tol=PARITY_TOL):
     """Differentiable view of an ONNX graph, after a parity check against onnxruntime."""
     import onnx
     m = _load(model)
@@ -557,8 +557,8 @@ def for_onnx(model, preprocessing, input_size, output_name=None, probe_batch=2, 
     if p_exec.shape != p_ref.shape:
         raise UnsupportedOperation(f"parity check failed: executor output {p_exec.shape} vs onnxruntime {p_ref.shape}")
     diff = float(np.abs(p_exec - p_ref).max())
-    if not np.isfinite(diff) or diff > PARITY_TOL:
-        raise UnsupportedOperation(f"parity check against onnxruntime failed: max |dp| = {diff:.2e} > {PARITY_TOL:g}")
+    if not np.isfinite(diff) or diff > tol:
+        raise UnsupportedOperation(f"parity check against onnxruntime failed: max |dp| = {diff:.2e} > {tol:g}")
     d = GraphDifferentiable(gm, preprocessing, biases, origin="onnx", score_kind=score_kind,
                             notes=f"native ONNX executor (opset {_Converter(m).opset}), {len(gm.nodes)} nodes, "
                                   f"{len(biases)} bias layers, parity max|dp|={diff:.1e} on {n} probe images")

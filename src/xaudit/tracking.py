@@ -425,10 +425,13 @@ class Run(_NullRun):
 
 # ----------------------------------------------------------------------------- writing
 @contextmanager
-def _bounded_http():
-    """Keep MLflow's HTTP retries short unless the user configured them."""
+def _bounded_http(uri: str = ""):
+    """Keep MLflow's HTTP retries short unless the user configured them; allow MLflow 3's
+    file store (in "maintenance mode", refused by default) when the user asked for one."""
     defaults = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+    if uri.startswith("file:"):
+        defaults["MLFLOW_ALLOW_FILE_STORE"] = "true"
     set_here = [k for k in defaults if k not in os.environ]
     for k in set_here:
         os.environ[k] = defaults[k]
@@ -536,7 +539,7 @@ def _write_markers(run: Run, tracking_uri: str, experiment: str):
 def flush(run: Run, tracking_uri: str, experiment: str):
     """Write a recorded top-level run (and its children) to the store; TrackingError on failure."""
     try:
-        with _bounded_http(), _quiet_logs():
+        with _bounded_http(tracking_uri), _quiet_logs():
             client = get_client(tracking_uri)
             eid = ensure_experiment(client, experiment)
             _write_run(client, eid, run, None)
@@ -759,7 +762,7 @@ def log_to_existing_run(run_id: str, paths, tracking_uri: str | None = None, art
     if reason is not None:
         raise TrackingError(_unreachable_message(uri, reason))
     try:
-        with _bounded_http(), _quiet_logs():
+        with _bounded_http(uri), _quiet_logs():
             client = get_client(uri)
             for p in paths:
                 client.log_artifact(run_id, str(p), artifact_path)
@@ -776,7 +779,7 @@ def download_run(run_id: str, dst, tracking_uri: str | None = None) -> tuple[Pat
     if reason is not None:
         raise TrackingError(_unreachable_message(uri, reason))
     try:
-        with _bounded_http(), _quiet_logs():
+        with _bounded_http(uri), _quiet_logs():
             client = get_client(uri)
             r = client.get_run(run_id)
             Path(dst).mkdir(parents=True, exist_ok=True)

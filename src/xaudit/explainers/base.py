@@ -35,6 +35,10 @@ def _jsonable(o):
     return o
 
 
+# method -> "module:function(explanation, directory)" writing extra files next to the explanation
+EXTRA_FILES = {"anchors": "xaudit.explainers.anchors:save_examples_png"}
+
+
 @dataclass
 class Explanation:
     """Result of one explanation.
@@ -94,6 +98,11 @@ class Explanation:
         if overlay and self.image is not None:
             from ..plots import save_overlay
             save_overlay(self.image, self.attribution, d / "overlay.png", title=self.title())
+        extra = EXTRA_FILES.get(self.method)
+        if overlay and extra:  # method-specific pictures (e.g. anchors' examples.png)
+            import importlib
+            mod, fn = extra.split(":")
+            getattr(importlib.import_module(mod), fn)(self, d)
         return d
 
     def title(self) -> str:

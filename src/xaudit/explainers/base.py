@@ -173,13 +173,18 @@ class Explainer:
     def _attribute(self, model, x: np.ndarray, target: int, probs: np.ndarray) -> Attribution:
         raise NotImplementedError
 
+    def _predict(self, model, x: np.ndarray) -> np.ndarray:
+        """Probabilities (C,) of the canonical image ``x`` before attribution; gradient
+        methods override this to reuse their own forward pass."""
+        return model.predict(x[None])[0]
+
     def explain(self, model, image, target=None) -> Explanation:
         from ..images import to_canonical
         src = str(image) if isinstance(image, (str, Path)) else None
         x = to_canonical(image, model.input_size, model.preprocessing.resize)  # a private copy
         before = model.counter.samples
         t0 = time.perf_counter()
-        probs = model.predict(x[None])[0]
+        probs = self._predict(model, x)
         tgt = int(np.argmax(probs)) if target is None else model.target_index(target)
         res = self._attribute(model, x, tgt, probs)
         seconds = time.perf_counter() - t0

@@ -19,6 +19,8 @@ check. ``x`` is the *native* input tensor (after the model's declared preprocess
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..white_box import canonical_tensor, count_calls, spatial_view
@@ -37,24 +39,41 @@ def _psi(t):
     return t.sum(1, keepdim=True)
 
 
-def decompose(diff, x, target: int):
-    """Full-gradient decomposition for one canonical batch ``x`` (torch (N,H,W,3)).
-
-    -> dict(native, input_grad, bias_terms=[(BiasLayer, g*b)], score (N,))."""
-    import torch
+def forward(diff, x):
+    """Forward pass recording every bias layer's output (hooks removed on exit)."""
     native = diff.native(x).detach().requires_grad_(True)
     with diff.capture() as rec:
         out = diff.forward_native(native)
-        score = out[:, target]
         layers = [b for b in diff.bias_layers if b.name in rec]
         feats = [rec[b.name] for b in layers]
-    grads = torch.autograd.grad(score.sum(), [native] + feats, allow_unused=True)
+    return {"native": native, "out": out, "layers": layers, "feats": feats}
+
+
+def backward(fwd, target: int):
+    """-> dict(native, input_grad, bias_terms=[(BiasLayer, g*b)], score (N,))."""
+    import torch
+    score = fwd["out"][:, target]
+    grads = torch.autograd.grad(score.sum(), [fwd["native"]] + fwd["feats"], allow_unused=True)
     terms = []
-    for b, f, g in zip(layers, feats, grads[1:]):
-        if g is None:
-            continue
-        terms.append((b, g * b.bias_for(g)))
-    return {"native": native.detach(), "input_grad": grads[0], "bias_terms": terms, "score": score.detach()}
+    for b, g in zip(fwd["layers"], grads[1:]):
+        if g is not None:
+            terms.append((b, g * b.bias_for(g)))
+    return {"native": fwd["native"].detach(), "input_grad": grads[0], "bias_terms": terms, "score": score.detach()}
+
+
+def decompose(diff, x, target: int):
+    """Full-gradient decomposition for one canonical batch ``x`` (torch (N,H,W,3))."""
+    return backward(forward(diff, x), target)
+
+
+def probabilities(diff, out):
+    """Class probabilities (N,C) numpy from the differentiable view's score tensor."""
+    import torch
+    with torch.no_grad():
+        z = out.detach().double()
+        p = torch.softmax(z, 1) if diff.score_kind == "logit" else torch.exp(z)
+        p = p / p.sum(1, keepdim=True)
+    return p.float().cpu().numpy()
 
 
 def completeness_error(dec) -> float:
@@ -87,13 +106,42 @@ class FullGrad(Explainer):
     name = "fullgrad"
     needs_gradients = True
 
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._tls = threading.local()
+
+    def __getstate__(self):  # picklable for process executors (the pending forward is transient)
+        d = dict(self.__dict__)
+        d.pop("_tls", None)
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._tls = threading.local()
+
+    def _predict(self, model, x):
+        """One forward pass serves both the prediction and the decomposition."""
+        import torch
+        diff = model.differentiable()
+        with torch.enable_grad():
+            fwd = forward(diff, canonical_tensor(x))
+        count_calls(model, 1)
+        self._tls.pending = (x, fwd)
+        return probabilities(diff, fwd["out"])[0]
+
     def _attribute(self, model, x, target, probs) -> Attribution:
         import torch
         diff = model.differentiable()
-        xt = canonical_tensor(x)
+        pending, self._tls.pending = getattr(self._tls, "pending", None), None
+        if pending is not None and pending[0] is x:
+            fwd = pending[1]
+        else:
+            with torch.enable_grad():
+                fwd = forward(diff, canonical_tensor(x))
+            count_calls(model, 1)
         with torch.enable_grad():
-            dec = decompose(diff, xt, target)
-        count_calls(model, 2)  # one forward + one backward pass
+            dec = backward(fwd, target)
+        count_calls(model, 1)  # the backward pass
         err = completeness_error(dec)
         nca = 1 if diff.preprocessing.layout == "NCHW" else 3
         with torch.no_grad():

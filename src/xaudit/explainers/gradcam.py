@@ -10,6 +10,8 @@ nodes of converted graphs.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..errors import UnsupportedOperation
@@ -18,18 +20,20 @@ from .base import Attribution, Explainer
 
 
 def select_layer(diff, native, layer=None):
+    """``layer`` or the last layer with a 4-D output (cached per input shape)."""
     if layer:
         return layer
-    names = diff.spatial_layers(native.detach())
-    if not names:
-        raise UnsupportedOperation("Grad-CAM needs a layer with a spatial (4-D) output; the model has none")
-    return names[-1]
+    cache = diff.__dict__.setdefault("_gradcam_auto_layer", {})
+    key = tuple(native.shape[1:])
+    if key not in cache:
+        names = diff.spatial_layers(native.detach())
+        if not names:
+            raise UnsupportedOperation("Grad-CAM needs a layer with a spatial (4-D) output; the model has none")
+        cache[key] = names[-1]
+    return cache[key]
 
 
-def gradcam_map(diff, x, target, layer=None, upsample_to=None, relu=True):
-    """-> (cam (N,h,w) at layer resolution or ``upsample_to``, layer name)."""
-    import torch
-    import torch.nn.functional as F
+def forward(diff, x, layer=None):
     native = diff.native(x).detach().requires_grad_(True)  # graphs with frozen weights need this
     name = select_layer(diff, native, layer)
     with diff.capture([name]) as rec:
@@ -37,6 +41,13 @@ def gradcam_map(diff, x, target, layer=None, upsample_to=None, relu=True):
         if name not in rec:
             raise UnsupportedOperation(f"layer {name!r} did not run in the forward pass")
         act = rec[name]
+    return {"out": out, "act": act, "name": name}
+
+
+def backward(diff, fwd, target, upsample_to=None, relu=True):
+    import torch
+    import torch.nn.functional as F
+    act, name, out = fwd["act"], fwd["name"], fwd["out"]
     if not torch.is_tensor(act) or act.ndim != 4:
         raise UnsupportedOperation(f"layer {name!r} has no spatial (4-D) output "
                                    f"(shape {tuple(getattr(act, 'shape', ()))}); choose another --layer")
@@ -52,6 +63,11 @@ def gradcam_map(diff, x, target, layer=None, upsample_to=None, relu=True):
     return cam[:, 0].detach(), name
 
 
+def gradcam_map(diff, x, target, layer=None, upsample_to=None, relu=True):
+    """-> (cam (N,h,w) at layer resolution or ``upsample_to``, layer name)."""
+    return backward(diff, forward(diff, x, layer), target, upsample_to, relu)
+
+
 class GradCAM(Explainer):
     """Parameters: ``layer`` (default: last spatial layer), ``relu`` (default True)."""
 
@@ -60,14 +76,42 @@ class GradCAM(Explainer):
 
     def __init__(self, layer: str | None = None, relu: bool = True, **kw):
         super().__init__(layer=layer, relu=relu, **kw)
+        self._tls = threading.local()
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d.pop("_tls", None)
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._tls = threading.local()
+
+    def _predict(self, model, x):
+        """One forward pass serves both the prediction and the map."""
+        import torch
+
+        from .fullgrad import probabilities
+        diff = model.differentiable()
+        with torch.enable_grad():
+            fwd = forward(diff, canonical_tensor(x), self._params.get("layer"))
+        count_calls(model, 1)
+        self._tls.pending = (x, fwd)
+        return probabilities(diff, fwd["out"])[0]
 
     def _attribute(self, model, x, target, probs) -> Attribution:
         import torch
         diff = model.differentiable()
+        pending, self._tls.pending = getattr(self._tls, "pending", None), None
         with torch.enable_grad():
-            cam, name = gradcam_map(diff, canonical_tensor(x), target, self._params.get("layer"),
-                                    upsample_to=tuple(model.input_size), relu=self._params.get("relu", True))
-        count_calls(model, 2)
+            if pending is not None and pending[0] is x:
+                fwd = pending[1]
+            else:
+                fwd = forward(diff, canonical_tensor(x), self._params.get("layer"))
+                count_calls(model, 1)
+            cam, name = backward(diff, fwd, target, upsample_to=tuple(model.input_size),
+                                 relu=self._params.get("relu", True))
+        count_calls(model, 1)
         pretty = diff.module_name(name) if hasattr(diff, "module_name") else name
         return Attribution(cam[0].cpu().numpy().astype(np.float32),
                            meta={"layer": pretty, "layer_output": name, "gradient_source": diff.origin})

@@ -19,7 +19,7 @@ BASELINES = ("black", "mean", "blur")
 
 class Occlusion(Explainer):
     name = "occlusion"
-    DEFAULTS = dict(window=8, stride=None, baseline="mean", batch_size=256)
+    DEFAULTS = dict(window=8, stride=None, baseline="mean", batch_size=256, seed=None)  # seed: accepted, unused
 
     def __init__(self, **params):
         unknown = set(params) - set(self.DEFAULTS)

@@ -159,8 +159,17 @@ def test_gradcam_matches_captum(bn_net, img):
     om = OnnxModel(export_onnx(bn_net), preprocessing=PP)
     eo = get_explainer("gradcam").explain(om, img)
     assert np.abs(eo.attribution - ref_map).max() <= 1e-4 * max(1.0, ref_map.max())
+    tsm = TorchModel(script(bn_net), preprocessing=PP)
+    et = get_explainer("gradcam").explain(tsm, img)
+    assert et.meta["layer"] == "layer2"  # module paths recovered from the TorchScript call stack
+    assert np.abs(et.attribution - ref_map).max() <= 1e-4 * max(1.0, ref_map.max())
+    e1 = get_explainer("gradcam", layer="layer1").explain(model, img).attribution
+    t1 = get_explainer("gradcam", layer="layer1").explain(tsm, img).attribution
+    assert np.abs(e1 - t1).max() <= 1e-4 * max(1.0, e1.max())
     with pytest.raises(UnsupportedOperation, match="no layer named"):
         get_explainer("gradcam", layer="nope").explain(model, img)
+    with pytest.raises(UnsupportedOperation, match="no layer named"):
+        get_explainer("gradcam", layer="nope").explain(om, img)
 
 
 # ------------------------------------------------------------------ IG

@@ -20,6 +20,21 @@ _PASS = {"aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::deta
 
 
 def _scope_path(node) -> str:
+    """Module path of a node ('layer2.c1'), from the inlined call stack when available."""
+    try:
+        h = node.getModuleHierarchy() or ""
+    except Exception:  # noqa: BLE001 - older torch
+        h = ""
+    if h:
+        parts = []
+        for p in h.split("."):
+            nm = p.split("(")[0]
+            if nm == "SELF":
+                continue
+            if not nm or nm == "UNKNOWN_INSTANCE":
+                break
+            parts.append(nm)
+        return ".".join(parts)
     s = node.scopeName() or ""
     parts = [p.split("::")[-1] for p in s.split("/") if "::" in p]
     return ".".join(parts[1:])

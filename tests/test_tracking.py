@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import pytest
 
 import xaudit.tracking as xt
 from xaudit.errors import TrackingError
+from _mlflow_server import free_port as _free_port, mlflow_server as start_server
 from _xaudit_results import make_explanation
 
 
@@ -182,12 +180,6 @@ def test_script_api_and_log_stability(clean_env):
     assert by["seed 11"].data.metrics["target_prob"] == pytest.approx(0.91)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_server_is_quick_one_line_and_files_written(clean_env):
     port = _free_port()  # nothing listens there
     t0 = time.time()
@@ -207,41 +199,11 @@ def test_unreachable_store_does_not_mask_command_error(clean_env, capsys):
     assert "--no-track" in capsys.readouterr().err
 
 
-def _start_server(store_dir: Path):
-    port = _free_port()
-    db = store_dir / "server.db"
-    log = open(store_dir / "server.log", "wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-                             f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1", "--artifacts-destination", str(store_dir / "artifacts")],
-                            cwd=store_dir, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    import urllib.request
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {(store_dir / 'server.log').read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2).read()
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("mlflow server did not answer within 90 s")
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     d = tmp_path_factory.mktemp("mlflow-server")
-    proc, url = _start_server(d)
-    try:
+    with start_server(f"sqlite:///{d / 'server.db'}", d) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_http_server_store(clean_env, mlflow_server):

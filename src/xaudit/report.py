@@ -187,7 +187,7 @@ def violations_chart(violations: list[dict]) -> bytes | None:
     ax.invert_yaxis()
     ax.set_xlabel("value (share, rate or statistic)")
     ax.set_title("Monitoring violations: observed value vs threshold", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="x", alpha=.3)
     return _fig_bytes(fig)
 

@@ -75,3 +75,20 @@ def test_parity_failure_is_reported():
         for_onnx(data, Preprocessing(), (32, 32), tol=0.0, probe_batch=4)
     ok, why = check_onnx(data, Preprocessing(), (32, 32), tol=0.0, probe_batch=4)
     assert not ok and "parity" in why
+
+
+def test_zipmap_label_order_is_respected(img):
+    """ZipMap dicts are keyed by label; labels.txt order may differ from column order."""
+    net = SmallCNN(seed=4)
+    data = custom_vision_onnx(net, labels=("a", "b", "c"))
+    pp = CV_PP
+    d0 = for_onnx(data, pp, (32, 32), output_name="loss")
+    d1 = for_onnx(data, pp, (32, 32), output_name="loss", labels=["c", "a", "b"])
+    import torch
+    x = torch.from_numpy(img[None].copy())
+    with torch.no_grad():
+        z0, z1 = d0.logits(x), d1.logits(x)
+    assert torch.allclose(z1, z0[:, [2, 0, 1]])
+    from xaudit.errors import UnsupportedOperation
+    with pytest.raises(UnsupportedOperation, match="ZipMap"):
+        for_onnx(data, pp, (32, 32), output_name="loss", labels=["x", "y", "z"])

@@ -336,7 +336,12 @@ class _Converter:
         # probability tensor: skip ZipMap etc.
         out = output_name or self._default_output()
         p = self.producer.get(out)
+        self.zipmap_labels = None
         if p is not None and p.op_type in DROPPED:
+            if p.op_type == "ZipMap":
+                za = _attrs(p)
+                zl = za.get("classlabels_strings") or za.get("classlabels_int64s")
+                self.zipmap_labels = [_s(v) if isinstance(v, bytes) else str(v) for v in zl] if zl else None
             out = p.input[0]
         # nodes needed for ``out``
         need, keep = {out}, []
@@ -487,11 +492,17 @@ def _slice(x, starts, ends, axes, steps):
 
 
 # ------------------------------------------------------------------------------- public
-def convert(model, output_name=None):
+def convert(model, output_name=None, info=None):
     """ONNX model -> (GraphModule returning the score tensor, bias layers, prob output name,
-    had_softmax, input name). Raises UnsupportedOperation naming unsupported ops."""
+    had_softmax, input name). Raises UnsupportedOperation naming unsupported ops.
+    ``info`` (a dict) receives ``zipmap_labels`` when the output was a ZipMap."""
     m = _load(model)
-    return _Converter(m).build(output_name)
+    c = _Converter(m)
+    res = c.build(output_name)
+    if info is not None:
+        info["zipmap_labels"] = c.zipmap_labels
+        info["opset"] = c.opset
+    return res
 
 
 def _input_batch(m, input_name):
@@ -504,17 +515,29 @@ def _input_batch(m, input_name):
 
 
 def for_onnx(model, preprocessing, input_size, output_name=None, probe_batch=2, seed=0, ort_session=None,
-             output_kind=None, tol=PARITY_TOL):
-    """Differentiable view of an ONNX graph, after a parity check against onnxruntime."""
+             output_kind=None, tol=PARITY_TOL, labels=None):
+    """Differentiable view of an ONNX graph, after a parity check against onnxruntime.
+
+    ``output_name``: the output the adapter reads (a ZipMap output is replaced by the
+    probability tensor feeding it); default: the first float tensor output. ``labels``:
+    the model's labels in index order; when the output is a ZipMap whose class labels are
+    the same set in another order, the logit columns are permuted to ``labels`` order."""
     import onnx
     m = _load(model)
+    info = {}
     try:
-        gm, biases, prob_name, had_softmax, input_name = convert(m, output_name)
+        gm, biases, prob_name, had_softmax, input_name = convert(m, output_name, info)
     except UnsupportedOperation:
         raise
     except Exception as e:  # noqa: BLE001 - any conversion failure is a capability answer
         raise UnsupportedOperation(f"ONNX graph could not be converted for gradients: {type(e).__name__}: {e}") from None
     gm.eval()
+    perm = None
+    zl = info.get("zipmap_labels")
+    if labels is not None and zl and list(labels) != zl:
+        if sorted(map(str, labels)) != sorted(zl):
+            raise UnsupportedOperation(f"the labels do not match the graph's ZipMap class labels {zl[:5]}...")
+        perm = [zl.index(str(lb)) for lb in labels]
     fixed = _input_batch(m, input_name)
     n = fixed or probe_batch
     rng = np.random.default_rng(seed)
@@ -535,6 +558,10 @@ def for_onnx(model, preprocessing, input_size, output_name=None, probe_batch=2, 
         ref = np.asarray(sess.run([prob_name], {input_name: native})[0], dtype=np.float64).reshape(n, -1)
     except Exception as e:  # noqa: BLE001
         raise UnsupportedOperation(f"onnxruntime could not run the parity probe: {type(e).__name__}: {e}") from None
+    if perm is not None:
+        ref = ref[:, perm]
+        idx = torch.tensor(perm)
+        gm.post = lambda y, _i=idx: y.reshape(y.shape[0], -1).index_select(1, _i)
     try:
         with torch.no_grad():
             score = gm(torch.from_numpy(native)).reshape(n, -1).double()
@@ -550,7 +577,8 @@ def for_onnx(model, preprocessing, input_size, output_name=None, probe_batch=2, 
             score_kind = "log_prob"  # graph ends in probabilities without a Softmax node we can cut
             p_exec = score.numpy() / score.numpy().sum(1, keepdims=True)
             p_ref = ref / ref.sum(1, keepdims=True)
-            gm.post = lambda y: torch.log(y.clamp_min(1e-12))
+            prev = gm.post
+            gm.post = lambda y: torch.log((prev(y) if prev is not None else y).clamp_min(1e-12))
         else:
             p_exec = torch.softmax(score, 1).numpy()
             p_ref = torch.softmax(torch.from_numpy(ref), 1).numpy()

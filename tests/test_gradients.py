@@ -197,3 +197,15 @@ def test_sanity_randomised_weights_change_maps(img):
         b = get_explainer(name).explain(TorchModel(rand, preprocessing=PP), img, target=0).attribution
         rho = spearmanr(a.ravel(), b.ravel()).statistic
         assert rho < 0.5, (name, rho)
+
+
+def test_concurrent_threads_do_not_mix_recordings(bn_net, img):
+    from concurrent.futures import ThreadPoolExecutor
+    imgs = [np.random.default_rng(i).random((32, 32, 3), dtype=np.float32) for i in range(6)]
+    for model in (TorchModel(bn_net, preprocessing=PP), OnnxModel(export_onnx(bn_net), preprocessing=PP)):
+        ref = [get_explainer("fullgrad").explain(model, im).attribution for im in imgs]
+        ex = get_explainer("fullgrad")
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda im: ex.explain(model, im).attribution, imgs))
+        for a, b in zip(ref, got):
+            assert np.abs(a - b).max() <= 1e-5

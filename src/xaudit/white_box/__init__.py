@@ -19,6 +19,7 @@ Contract between adapters and gradient explainers:
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -142,7 +143,7 @@ class TorchDifferentiable(Differentiable):
             for n in names:
                 if n not in self._modules:
                     raise UnsupportedOperation(f"no layer named {n!r} (layers: {', '.join(self.layer_names()[:20])} ...)")
-                handles.append(self._modules[n].register_forward_hook(_recorder(rec, n)))
+                handles.append(self._modules[n].register_forward_hook(_recorder(rec, n, threading.get_ident())))
             yield rec
         finally:
             for h in handles:
@@ -152,8 +153,10 @@ class TorchDifferentiable(Differentiable):
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in self._root.modules())
 
 
-def _recorder(rec, name):
+def _recorder(rec, name, owner):
     def hook(mod, inp, out):
+        if threading.get_ident() != owner:  # another thread's forward pass
+            return
         rec.pop(name, None)  # re-insert so the dict keeps completion order
         rec[name] = out
     return hook

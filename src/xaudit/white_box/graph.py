@@ -7,6 +7,7 @@ declared by the converter, which knows exactly which operand is a bias.
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
@@ -38,8 +39,27 @@ class GraphModule(nn.Module):
         self.input_name = input_name
         self.output_name = output_name
         self.post = post
-        self._rec = None
-        self._rec_names = frozenset()
+        self._tls = threading.local()  # per-thread recorder (capture)
+
+    @property
+    def _rec(self):
+        return getattr(self._tls, "rec", None)
+
+    @property
+    def _rec_names(self):
+        return getattr(self._tls, "names", frozenset())
+
+    def set_recorder(self, rec, names):
+        self._tls.rec, self._tls.names = rec, names
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d.pop("_tls", None)
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._tls = threading.local()
 
     def forward(self, x):
         env = dict(self.consts)
@@ -96,11 +116,11 @@ class GraphDifferentiable(Differentiable):
                 raise UnsupportedOperation(f"no layer named {n!r} in the graph (e.g. {', '.join(list(known)[:10])})")
         rec: dict = {}
         prev = (self.gm._rec, self.gm._rec_names)
-        self.gm._rec, self.gm._rec_names = rec, frozenset(names)
+        self.gm.set_recorder(rec, frozenset(names))
         try:
             yield rec
         finally:
-            self.gm._rec, self.gm._rec_names = prev
+            self.gm.set_recorder(*prev)
 
     def hook_count(self):
         return 0 if self.gm._rec is None else 1

@@ -367,7 +367,7 @@ def _folder_section(d: Path, root: Path, cards: list[str]) -> str | None:
     if "audit.json" in files:
         body.append(_audit_section(d, root, _read_json(d / "audit.json")))
         used |= {f for f in files if f.startswith("audit") and f.endswith(".png")}
-    if "explanation.json" in files:
+    if "explanation.json" in files and not _under_stability(d, root):
         data = _read_json(d / "explanation.json")
         if isinstance(data, dict):
             cards.append(_explanation_card(d, root, data))
@@ -384,6 +384,17 @@ def _folder_section(d: Path, root: Path, cards: list[str]) -> str | None:
     if not body:
         return None
     return "".join(body)
+
+
+def _under_stability(d: Path, root: Path) -> bool:
+    """Per-seed explanation folders of a stability sweep: its grid.png already shows them."""
+    p = d.parent
+    while True:
+        if (p / "stability.json").is_file():
+            return True
+        if p == root or p == p.parent:
+            return False
+        p = p.parent
 
 
 def _title_for(d: Path, root: Path) -> str:

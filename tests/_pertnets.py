@@ -88,3 +88,34 @@ class TorchBlackBox(Model):
     def _forward_native(self, native):
         with torch.no_grad():
             return self.module(torch.from_numpy(np.ascontiguousarray(native))).numpy()
+
+
+class TextureCentre(nn.Module):
+    """Hand-built black box that needs *many* superpixels: class 0 ("textured") when the
+    centre-weighted share of high-local-variance pixels exceeds ``t0``; class 1 otherwise.
+    Mean-colour perturbation removes texture, so an anchor must keep a good part of the
+    centre - a non-trivial search (used by the Anchors benchmark). Input NCHW or NHWC."""
+
+    def __init__(self, size=SIZE, t0=0.6, nhwc=False):
+        super().__init__()
+        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        c = (size - 1) / 2
+        w = torch.exp(-(((yy - c) ** 2 + (xx - c) ** 2) / (2 * (size / 3) ** 2)))
+        self.register_buffer("w", (w / w.sum()).float())
+        self.t0, self.nhwc = t0, nhwc
+
+    def forward(self, x):
+        if self.nhwc:
+            x = x.permute(0, 3, 1, 2)
+        m = nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        v = (nn.functional.avg_pool2d(x * x, 3, 1, 1, count_include_pad=False) - m * m).sum(1)
+        tex = torch.sigmoid((v - 0.01) * 400)
+        t = (tex * self.w).sum((1, 2))
+        z = 30 * (t - self.t0)
+        return torch.softmax(torch.stack([z, -z], 1), 1)
+
+
+def make_noise_images(n, seed=0, size=SIZE):
+    rng = np.random.default_rng(seed)
+    base = rng.random((n, 1, 1, 3)) * 0.5 + 0.25
+    return np.clip(base + rng.normal(0, 0.25, (n, size, size, 3)), 0, 1).astype(np.float32)

@@ -51,7 +51,7 @@ def run(args) -> int:
         raise XauditError(f"{src}: not a folder; pass an --out folder of an xaudit command or an MLflow run id")
     else:
         raise XauditError(f"{src}: no such folder, and not an MLflow run id (32 hex characters)")
-    print(str(path))
+    print(str(Path(path).resolve()))
     return 0
 
 

@@ -210,3 +210,40 @@ class ZipMapOnnxModel(OnnxModel):
         from xaudit.white_box.onnx_torch import for_onnx
         self._diff = for_onnx(self.onnx_bytes, self.preprocessing, self.input_size, output_name="loss")
         return True, self._diff.notes
+
+
+class Zoo(nn.Module):
+    """Many ONNX ops at once: grouped/dilated conv, LeakyRelu, Clip, Sigmoid, MaxPool
+    ceil_mode, Concat, BN 2d/1d, AveragePool with count_include_pad=0, asymmetric Pad
+    (exported with Slice/ConstantOfShape), view() (Shape/Gather/Unsqueeze/Concat/Reshape),
+    Gemm, Dropout, Softmax."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.c1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.c2 = nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=3)
+        self.bn = nn.BatchNorm2d(12)
+        self.pad = nn.ZeroPad2d((1, 0, 2, 0))
+        self.c3 = nn.Conv2d(12, 8, (3, 3), dilation=(1, 2))
+        self.fc = nn.Linear(64, 16)
+        self.bn1 = nn.BatchNorm1d(16)
+        self.fc2 = nn.Linear(16, 5)
+        self.do = nn.Dropout(0.3)
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                    m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+                    m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        self.eval()
+
+    def forward(self, x):
+        a = F.leaky_relu(self.c1(x), 0.1)
+        b = F.hardtanh(self.c2(a), -1, 1) * torch.sigmoid(self.c2(a))
+        a2 = F.max_pool2d(a, 2, ceil_mode=True)[:, :, :b.shape[2], :b.shape[3]]
+        y = F.relu(self.bn(torch.cat([a2, b], 1)))
+        y = F.avg_pool2d(y, 3, 2, padding=1, count_include_pad=False)
+        y = F.avg_pool2d(F.relu(self.c3(self.pad(y))), 2)
+        y = y.view(y.size(0), -1)
+        y = self.do(F.relu(self.bn1(self.fc(y))))
+        return F.softmax(self.fc2(y), dim=1)

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from _gradnets import (OnnxModel, ResNet, SmallCNN, TorchModel, ZipMapOnnxModel, custom_vision_onnx,
+from _gradnets import (OnnxModel, ResNet, SmallCNN, TorchModel, ZipMapOnnxModel, Zoo, custom_vision_onnx,
                        export_onnx)
 from xaudit.explainers import get_explainer
 from xaudit.model import Preprocessing
@@ -92,3 +92,15 @@ def test_zipmap_label_order_is_respected(img):
     from xaudit.errors import UnsupportedOperation
     with pytest.raises(UnsupportedOperation, match="ZipMap"):
         for_onnx(data, pp, (32, 32), output_name="loss", labels=["x", "y", "z"])
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+def test_op_zoo_parity_across_opsets(opset, img):
+    net = Zoo(seed=opset)
+    data = export_onnx(net, opset=opset)
+    ok, why = check_onnx(data, Preprocessing(), (32, 32))
+    assert ok, why
+    a = get_explainer("fullgrad").explain(OnnxModel(data), img)
+    b = get_explainer("fullgrad").explain(TorchModel(net), img)
+    assert np.isfinite(a.attribution).all()
+    assert abs(a.meta["target_logit"] - b.meta["target_logit"]) < 1e-4

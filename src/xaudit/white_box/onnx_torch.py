@@ -461,7 +461,7 @@ def _gather(x, idx, ax):
     ax = ax % x.ndim
     idx = torch.where(idx < 0, idx + x.shape[ax], idx)
     out = torch.index_select(x, ax, idx.reshape(-1))
-    return out.reshape(*x.shape[:ax], *idx.shape, *x.shape[ax + 1:])
+    return out.reshape(list(x.shape[:ax]) + list(idx.shape) + list(x.shape[ax + 1:]))
 
 
 def _sq(x, axes, op):
@@ -480,15 +480,23 @@ def _sq(x, axes, op):
 def _slice(x, starts, ends, axes, steps):
     axes = list(range(len(starts))) if axes is None else axes
     steps = [1] * len(starts) if steps is None else steps
-    sl = [slice(None)] * x.ndim
     for s, e, a, st in zip(starts, ends, axes, steps):
-        if st != 1:
-            raise UnsupportedOperation("ONNX Slice with steps != 1 is not supported")
+        a = a % x.ndim
         dim = x.shape[a]
-        s = max(min(s + dim if s < 0 else s, dim), 0)
-        e = max(min(e + dim if e < 0 else e, dim), 0)
-        sl[a % x.ndim] = slice(s, e)
-    return x[tuple(sl)]
+        if st == 0:
+            raise UnsupportedOperation("ONNX Slice with step 0")
+        s = s + dim if s < 0 else s
+        e = e + dim if e < 0 else e
+        if st > 0:
+            s, e = max(min(s, dim), 0), max(min(e, dim), 0)
+        else:
+            s, e = max(min(s, dim - 1), -1), max(min(e, dim - 1), -1)
+        idx = torch.arange(s, e, st, dtype=torch.long)
+        if st == 1:
+            x = x.narrow(a, s, max(e - s, 0))
+        else:
+            x = torch.index_select(x, a, idx)
+    return x
 
 
 # ------------------------------------------------------------------------------- public

@@ -104,6 +104,9 @@ class GraphDifferentiable(Differentiable):
         return [n.outputs[0] for n in self.gm.nodes if n.outputs and n.op not in ("Constant",)]
 
     def channel_axis(self, name):
+        for b in self.bias_layers:  # a bias layer knows its channel axis
+            if b.name == name:
+                return b.channel_axis % 4
         return self.layout_axis
 
     @contextmanager

@@ -32,6 +32,7 @@ from pathlib import Path
 from .errors import XauditError
 
 MAX_TABLE_ROWS = 60
+MAX_GALLERY = 12      # loose PNGs shown per folder (inputs, references ...)
 KNOWN_JSON = ("explanation.json", "stability.json", "statistics.json", "violations.json",
               "audit.json", "demo.json", "mlflow_run.json", "predictions.json", "run.json")
 
@@ -374,9 +375,12 @@ def _folder_section(d: Path, root: Path, cards: list[str]) -> str | None:
             used |= {f for f in files if f.endswith(".png")}
     other = sorted(f for f in files if f.endswith(".png") and f not in used)
     if other and "explanation.json" not in files:
+        shown = other[:MAX_GALLERY]
+        more = (f"<p class='path'>… and {len(other) - len(shown)} more image(s) in {_esc(_rel(d, root))}</p>"
+                if len(other) > len(shown) else "")
         body.append("<h3>figures</h3><div class='cards'>" + "".join(
             f"<div class='card'><h4>{_esc(f)}</h4>{_img_tag(d / f, f'{_rel(d, root)}/{f}')}</div>"
-            for f in other) + "</div>")
+            for f in shown) + "</div>" + more)
     marker = _read_json(d / "mlflow_run.json") if "mlflow_run.json" in files else None
     if isinstance(marker, dict) and body:
         body.append(f"<p class='path'>MLflow run {_esc(marker.get('run_name', ''))} "

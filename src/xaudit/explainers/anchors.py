@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import XauditError
 from .base import Attribution, Explainer
 from .lime import VARY, seeds_for
-from .segmentation import compose, mean_colour_image, segment, segmentation_params
+from .segmentation import compose, default_batch, mean_colour_image, segment, segmentation_params
 
 
 # ----------------------------------------------------------------------- KL bounds
@@ -65,7 +65,13 @@ def kl_lower(p, level, n_iter=17):
     return lo
 
 
-def lucb_beta(n_arms, t, delta):
+def lucb_beta(n_arms, t, delta, rate="theory"):
+    """KL-LUCB exploration rate. ``theory``: the rate of the paper's analysis (alibi's
+    choice); ``practical``: ``log((log t + 1) / delta)``, the rate used in the paper's
+    experiments. Only the ranking of candidates uses it; the precision certificate of the
+    returned anchor uses ``log(1 / delta')`` either way."""
+    if rate == "practical":
+        return float(np.log((np.log(t) + 1.0) / delta))
     temp = np.log(405.5 * n_arms * (t ** 1.1) / delta)
     return temp + np.log(temp)
 
@@ -129,7 +135,7 @@ class Anchors(Explainer):
     ``beam_size`` (1), ``max_anchor_size`` (None), ``min_samples_start`` (100),
     ``coverage_samples`` (10000), ``p_sample`` (0.5), ``segmentation`` / ``segmentation_params``,
     ``backgrounds`` (None = mean-colour "fudged" image, else an (M,H,W,3) array of canonical
-    images), ``n_examples`` (8 holds + 8 fails kept for the grid), ``predict_batch`` (256),
+    images), ``n_examples`` (8 holds + 8 fails kept for the grid), ``predict_batch`` (None = ``segmentation.default_batch(model)``),
     ``seed`` (0), ``vary`` (both|segmentation|sampling), ``fixed_seed`` (0)."""
 
     name = "anchors"
@@ -137,7 +143,7 @@ class Anchors(Explainer):
     DEFAULTS = dict(threshold=0.95, delta=0.1, tau=0.15, epsilon_stop=0.05, batch_size=100, beam_size=1,
                     max_anchor_size=None, min_samples_start=100, coverage_samples=10000, p_sample=0.5,
                     segmentation="quickshift", segmentation_params=None, backgrounds=None, n_examples=8,
-                    predict_batch=256, seed=0, vary="both", fixed_seed=0)
+                    predict_batch=None, lucb_rate="practical", seed=0, vary="both", fixed_seed=0)
 
     def __init__(self, **params):
         unknown = set(params) - set(self.DEFAULTS)
@@ -173,7 +179,7 @@ class Anchors(Explainer):
             if bgs.ndim != 4 or bgs.shape[1:] != x.shape:
                 raise XauditError(f"anchors backgrounds must be (M, {x.shape[0]}, {x.shape[1]}, 3) canonical images")
         return _Store(model, x, segments, target, np.random.default_rng(samp_seed), p["p_sample"], bgs,
-                      int(p["predict_batch"]))
+                      p["predict_batch"] or default_batch(model))
 
     # ------------------------------------------------------------------ search
     def _attribute(self, model, x, target, probs):
@@ -231,20 +237,29 @@ class Anchors(Explainer):
             if not cands:
                 break
             C = np.stack(cands)
-            chosen = self._kllucb(st, C, tau, delta, bs, min(beam, len(C)))
+            beta = np.log(1.0 / (delta / (1 + (beam - 1) * k)))
+            # candidates of one size share the same expected coverage (p_sample^size): one that
+            # the stored samples already certify needs no ranking
+            pos, n = st.stats(C)
+            nn = np.maximum(n, 1e-9)
+            pre_ok = (n > 0) & (pos / nn >= thr) & (kl_lower(pos / nn, beta / nn) > thr - eps_stop)
+            if pre_ok.any():
+                chosen = np.where(pre_ok)[0]
+                chosen = chosen[np.argsort([-coverage(C[i]) for i in chosen], kind="stable")][:max(beam, 1)]
+            else:
+                chosen = self._kllucb(st, C, tau, delta, bs, min(beam, len(C)))
             best_of_size[size] = [C[i] for i in chosen]
             B = C[chosen]
-            beta = np.log(1.0 / (delta / (1 + (beam - 1) * k)))
             while True:
                 pos, n = st.stats(B)
                 n = np.maximum(n, 1e-9)
                 means = pos / n
                 lbs, ubs = kl_lower(means, beta / n), kl_upper(means, beta / n)
                 more = ((means >= thr) & (lbs < thr - eps_stop)) | ((means < thr) & (ubs >= thr + eps_stop))
-                if not more.any():
+                if not more.any() or st.calls > self.MAX_CALLS:
                     break
                 for i in np.where(more)[0]:
-                    st.draw(B[i], bs)
+                    st.draw(B[i], self._pull(means[i], n[i], beta, thr, eps_stop, bs))
             covs = np.array([coverage(b) for b in B])
             ok = (means >= thr) & (lbs > thr - eps_stop) & (covs > best_cov)
             if ok.any():
@@ -271,6 +286,18 @@ class Anchors(Explainer):
                   "examples": ex_imgs, "examples_hold": ex_hold}
         return Attribution(anchor_mask.astype(np.float32), meta=meta, arrays=arrays)
 
+    MAX_CALLS = 500_000
+
+    @staticmethod
+    def _pull(mean, n, beta, thr, eps_stop, bs):
+        """Samples to draw for a candidate under verification: about what its current mean
+        needs for the bound to clear ``thr -/+ eps_stop`` (at least 10, at most ``bs``)."""
+        target = thr - eps_stop if mean >= thr else thr + eps_stop
+        m = float(np.clip(mean, 1e-6, 1 - 1e-6))
+        kl = float(kl_bernoulli(np.array(m), np.array(target)))
+        need = beta / kl if kl > 0 else bs
+        return int(np.clip(np.ceil(need - n), 10, bs))
+
     def _kllucb(self, st, C, eps, delta, bs, top_n):
         m = len(C)
         pos, n = st.stats(C)
@@ -282,13 +309,13 @@ class Anchors(Explainer):
         while True:
             pos, n = st.stats(C)
             means = pos / n
-            beta = lucb_beta(m, t, delta)
+            beta = lucb_beta(m, t, delta, self._params["lucb_rate"])
             order = np.argsort(means, kind="stable")
             J, notJ = order[-top_n:], order[:-top_n]
             ub = kl_upper(means[notJ], beta / n[notJ])
             lb = kl_lower(means[J], beta / n[J])
             ut, lt = notJ[np.argmax(ub)], J[np.argmin(lb)]
-            if ub.max() - lb.min() <= eps:
+            if ub.max() - lb.min() <= eps or st.calls > self.MAX_CALLS:
                 return order[-top_n:]
             st.draw(C[ut], bs)
             st.draw(C[lt], bs)
@@ -309,10 +336,11 @@ class Anchors(Explainer):
 
 
 def precision_of(model, image, anchor_mask_segments, segments, target, n=1000, seed=12345, p_sample=0.5,
-                 backgrounds=None, batch_size=256):
+                 backgrounds=None, batch_size=None):
     """Re-estimate an anchor's precision on ``n`` fresh perturbation samples."""
     x = np.asarray(image, np.float32)
-    st = _Store(model, x, segments, target, np.random.default_rng(seed), p_sample, backgrounds, batch_size)
+    st = _Store(model, x, segments, target, np.random.default_rng(seed), p_sample, backgrounds,
+                batch_size or default_batch(model))
     a = np.zeros(st.k, bool)
     a[list(anchor_mask_segments)] = True
     return float(st.draw(a, n).mean())

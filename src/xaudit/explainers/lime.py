@@ -14,7 +14,8 @@ Same algorithm as ``lime.lime_image.LimeImageExplainer`` (lime 0.2.0.1):
   ``highest_weights`` otherwise.
 
 Differences (all about speed and reproducibility): the model is fed in large batches
-(``batch_size``, default 256, lime uses 10), the masks are composed vectorised, and both
+(``batch_size``, default ``default_batch(model)``: the adapter's batch size capped at
+~2**19 pixels per batch; lime uses 10), the masks are composed vectorised, and both
 the segmentation and the sampling are seeded from one ``seed`` through explicit
 generators (the sampling generator is a private ``numpy.random.RandomState(seed)``, the
 same stream lime draws from when given ``random_state=seed``, so same segmentation +
@@ -30,7 +31,7 @@ import numpy as np
 
 from ..errors import XauditError
 from .base import Attribution, Explainer, Explanation, _jsonable, model_summary
-from .segmentation import compose, mean_colour_image, paint, segment, segmentation_params
+from .segmentation import compose, default_batch, mean_colour_image, paint, segment, segmentation_params
 
 VARY = ("both", "segmentation", "sampling")
 
@@ -111,13 +112,13 @@ class Lime(Explainer):
     ``segmentation`` (quickshift|slic|felzenszwalb), ``segmentation_params`` (dict),
     ``hide_color`` (None = superpixel mean, or a number / RGB triple in [0,1]),
     ``kernel_width`` (0.25), ``alpha`` (1.0), ``feature_selection`` (auto),
-    ``batch_size`` (256), ``seed`` (0), ``vary`` (both), ``fixed_seed`` (0)."""
+    ``batch_size`` (None = ``segmentation.default_batch(model)``), ``seed`` (0), ``vary`` (both), ``fixed_seed`` (0)."""
 
     name = "lime"
     uses_seed = True
     DEFAULTS = dict(num_samples=1000, num_features=None, segmentation="quickshift", segmentation_params=None,
                     hide_color=None, kernel_width=0.25, alpha=1.0, feature_selection="auto",
-                    batch_size=256, seed=0, vary="both", fixed_seed=0)
+                    batch_size=None, seed=0, vary="both", fixed_seed=0)
 
     def __init__(self, **params):
         unknown = set(params) - set(self.DEFAULTS)
@@ -183,7 +184,7 @@ class Lime(Explainer):
         imgs = self.images(x, segments, data)
         preds = np.empty((len(data), probs.shape[0]), np.float32)
         preds[0] = probs                          # the all-ones sample is the input itself
-        preds[1:] = model.predict(imgs[1:], batch_size=int(self._params["batch_size"]))
+        preds[1:] = model.predict(imgs[1:], batch_size=self._params["batch_size"] or default_batch(model))
         return self.fit(data, preds, target, segments)
 
     # ------------------------------------------------------------------ sweeps
@@ -205,7 +206,7 @@ class Lime(Explainer):
             data = ex.masks_for(int(segs.max()) + 1)
             jobs.append((ex, segs, data))
         batch = np.concatenate([ex.images(x, segs, data)[1:] for ex, segs, data in jobs])
-        preds = model.predict(batch, batch_size=int(self._params["batch_size"]))
+        preds = model.predict(batch, batch_size=self._params["batch_size"] or default_batch(model))
         shared = (time.perf_counter() - t0) / max(len(jobs), 1)
         calls = (model.counter.samples - before) / max(len(jobs), 1)
         out, i = [], 0

@@ -3,7 +3,7 @@ baseline, and record the drop of the target probability.
 
 Parameters: ``window`` (size in pixels, default 8), ``stride`` (default window // 2),
 ``baseline``: ``"black"`` (0), ``"mean"`` (the image's mean colour), ``"blur"`` (a Gaussian
-blur of the image, sigma = window / 2) or a number; ``batch_size`` (256).
+blur of the image, sigma = window / 2) or a number; ``batch_size`` (None = ``segmentation.default_batch(model)``).
 Attribution of a pixel = mean drop ``p(target | x) - p(target | occluded)`` over the
 windows covering it (positive = evidence for the target). Deterministic (no seed).
 """
@@ -13,13 +13,14 @@ import numpy as np
 
 from ..errors import XauditError
 from .base import Attribution, Explainer
+from .segmentation import default_batch
 
 BASELINES = ("black", "mean", "blur")
 
 
 class Occlusion(Explainer):
     name = "occlusion"
-    DEFAULTS = dict(window=8, stride=None, baseline="mean", batch_size=256, seed=None)  # seed: accepted, unused
+    DEFAULTS = dict(window=8, stride=None, baseline="mean", batch_size=None, seed=None)  # seed: accepted, unused
 
     def __init__(self, **params):
         unknown = set(params) - set(self.DEFAULTS)
@@ -61,7 +62,7 @@ class Occlusion(Explainer):
         h, w = x.shape[:2]
         base = self._baseline(x)
         wins = self.windows(h, w)
-        bs = int(self._params["batch_size"])
+        bs = int(self._params["batch_size"] or default_batch(model))
         total = np.zeros((h, w), np.float64)
         count = np.zeros((h, w), np.float64)
         p0 = float(probs[target])

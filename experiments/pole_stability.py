@@ -31,31 +31,36 @@ import torch.nn as nn
 HERE = Path(__file__).resolve().parent
 SEEDS = (1, 11, 21, 31, 41, 51, 61, 71, 81)
 LABELS = ("concrete", "steel", "tree")
-BG = np.array([[0.55, 0.75, 0.95], [0.95, 0.85, 0.35], [0.35, 0.65, 0.30]], np.float32)  # class-tied backgrounds
 
 
 # ----------------------------------------------------------------------------- toy data
 def toy_poles(n, seed, size=64, biased=False, random_pole=0.0):
-    """random_pole: probability that the pole's texture ignores the class (training the biased model)."""
+    """Toy poles: a vertical pole (texture by class: concrete speckle / steel horizontal bands /
+    tree vertical bark) on a textured background (checks / diagonal stripes / dots). Colours
+    are random, so only textures carry the class, and mean-colour perturbation removes them.
+    ``biased``: the background texture agrees with the class. ``random_pole``: probability
+    that the pole texture ignores the class (to train the shortcut-learning model)."""
     rng = np.random.default_rng(seed)
     imgs = np.empty((n, size, size, 3), np.float32)
     labels = rng.integers(0, 3, n)
     masks = np.zeros((n, size, size), bool)
     yy, xx = np.mgrid[:size, :size]
+    bg_tex = [((yy // 4 + xx // 4) % 2), (((yy + xx) // 3) % 2), ((yy % 6 < 2) & (xx % 6 < 2)).astype(int)]
     for i in range(n):
         c = labels[i]
-        bg = BG[c] if biased else BG[rng.integers(0, 3)]
-        c = rng.integers(0, 3) if rng.random() < random_pole else c
-        img = bg + rng.normal(0, 0.04, (size, size, 3)) + (yy / size)[..., None] * 0.1
-        w = rng.integers(10, 16)
+        tb = c if biased else rng.integers(0, 3)
+        img = (rng.random(3) * 0.4 + 0.3) + 0.22 * (bg_tex[tb][..., None] - 0.5) + rng.normal(0, 0.02, (size, size, 3))
+        tp = rng.integers(0, 3) if rng.random() < random_pole else c
+        w = rng.integers(12, 18)
         x0 = rng.integers(4, size - w - 4)
         m = (xx >= x0) & (xx < x0 + w) & (yy >= rng.integers(0, 8))
-        if c == 0:
-            pole = 0.6 + rng.normal(0, 0.08, (size, size, 1)) + np.zeros(3)
-        elif c == 1:
-            pole = 0.45 + 0.35 * ((yy // 3) % 2)[..., None] + np.array([0.0, 0.02, 0.05])
+        col = rng.random(3) * 0.3 + 0.35
+        if tp == 0:
+            pole = col + rng.normal(0, 0.15, (size, size, 1))
+        elif tp == 1:
+            pole = col + 0.25 * (((yy // 2) % 2)[..., None] - 0.5)
         else:
-            pole = np.array([0.45, 0.3, 0.15]) + 0.15 * ((xx // 2) % 2)[..., None]
+            pole = col + 0.25 * (((xx // 2) % 2)[..., None] - 0.5)
         img[m] = pole[m]
         imgs[i] = np.clip(img, 0, 1)
         masks[i] = m
@@ -109,8 +114,8 @@ def shipped():
     from xaudit.loader import load_model
     models = {n: load_model(model_path(f"poles_{n}.onnx")) for n in ("honest", "biased")}
 
-    def gen(n, seed):
-        im, lab, m = make_poles(n, seed, biased=True)
+    def gen(n, seed, biased=True):
+        im, lab, m = make_poles(n, seed, biased=biased)
         return im.astype(np.float32) / 255.0, np.asarray(lab), np.asarray(m, bool)
     return models, gen
 
@@ -130,6 +135,7 @@ def main():
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--toy", action="store_true", help="use the built-in toy poles even if shipped models exist")
     ap.add_argument("--quick", action="store_true", help="3 seeds, 2 images, 300 LIME samples")
+    ap.add_argument("--segmentation", default="slic", choices=["slic", "quickshift", "felzenszwalb"])
     args = ap.parse_args()
     torch.set_num_threads(1)
     from xaudit.stability import stability_sweep
@@ -142,12 +148,16 @@ def main():
             print(f"shipped pole models unavailable ({type(e).__name__}: {e}); using the toy poles", file=sys.stderr)
     if source == "toy":
         models = toy_models()
-        gen = lambda n, seed: toy_poles(n, seed, biased=True)  # noqa: E731
+        gen = lambda n, seed, biased=True: toy_poles(n, seed, biased=biased)  # noqa: E731
     seeds = SEEDS[:3] if args.quick else SEEDS
     n_img = 2 if args.quick else args.images
     imgs, labels, masks = gen(n_img, 2026)
-    seg = {"segmentation": "quickshift", "segmentation_params": {"kernel_size": 2}}
-    methods = {"lime": {"num_samples": 300 if args.quick else 1000, **seg}, "anchors": dict(seg)}
+    seg = {"segmentation": args.segmentation, "segmentation_params": ({"kernel_size": 2} if args.segmentation == "quickshift" else {"n_segments": 40, "compactness": 20})}
+    # Anchors perturb with background images (alibi's images_background): regions of other,
+    # unbiased pictures - mean colours alone would leave a texture shortcut in place
+    backgrounds = gen(16, 999, biased=False)[0]
+    methods = {"lime": {"num_samples": 300 if args.quick else 1000, **seg},
+               "anchors": dict(seg, backgrounds=backgrounds)}
     out = {"source": source, "seeds": list(seeds), "images": n_img, "pole_area_share": float(masks.mean()),
            "models": {}}
     for mname, model in models.items():
@@ -157,26 +167,31 @@ def main():
             t0 = time.perf_counter()
             rep = stability_sweep(model, list(imgs), meth, seeds=seeds, vary="both", **params)
             shares = np.array([[bg_share(e, masks[i]) for e in im.explanations] for i, im in enumerate(rep.images)])
-            row[meth] = {"background_share_mean": float(np.nanmean(shares)),
-                         "background_share_std_over_seeds": float(np.nanmean(np.nanstd(shares, 1))),
-                         "background_share_per_image": [float(v) for v in np.nanmean(shares, 1)],
+            row[meth] = {"background_share_mean": float(np.nanmean(shares)) if np.isfinite(shares).any() else None,
+                         "empty_explanations": int(np.isnan(shares).sum()),
+                         "background_share_std_over_seeds": float(np.nanmean(np.nanstd(shares, 1)))
+                         if np.isfinite(shares).any() else None,
+                         "background_share_per_image": [float(np.nanmean(r)) if np.isfinite(r).any() else None
+                                                        for r in shares],
                          "stability": {k: v for k, v in rep.summary.items() if k not in ("seconds",)},
                          "model_calls": rep.model_calls, "seconds": time.perf_counter() - t0}
-            print(f"{mname:7s} {meth:8s} background share {row[meth]['background_share_mean']:.3f} "
-                  f"(+-{row[meth]['background_share_std_over_seeds']:.3f} over seeds), "
+            print(f"{mname:7s} {meth:8s} background share {row[meth]['background_share_mean']} "
+                  f"(+-{row[meth]['background_share_std_over_seeds']} over seeds, "
+                  f"{row[meth]['empty_explanations']} empty), "
                   f"top-k Jaccard {rep.summary.get('topk_jaccard', {}).get('mean', float('nan')):.3f}", file=sys.stderr)
         out["models"][mname] = row
     for meth in methods:
         h = out["models"]["honest"][meth]["background_share_mean"]
         b = out["models"]["biased"][meth]["background_share_mean"]
-        out[f"{meth}_biased_minus_honest"] = b - h
-        out[f"{meth}_biased_revealed"] = bool(b > h + 0.1)
+        out[f"{meth}_background_share"] = {"honest": h, "biased": b}
+        out[f"{meth}_biased_minus_honest"] = (b - h) if h is not None and b is not None else None
+        out[f"{meth}_biased_revealed"] = bool(h is not None and b is not None and b > h + 0.1)
     path = HERE / "results" / "pole_stability.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     print(json.dumps({k: v for k, v in out.items() if k != "models"}, indent=2))
     for m, r in out["models"].items():
-        print(m, {k: (v["background_share_mean"] if isinstance(v, dict) else v) for k, v in r.items()})
+        print(m, {k: (v["background_share_mean"] if isinstance(v, dict) else v) for k, v in r.items()}, file=sys.stderr)
 
 
 if __name__ == "__main__":

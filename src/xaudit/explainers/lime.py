@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import XauditError
 from .base import Attribution, Explainer, Explanation, _jsonable, model_summary
-from .segmentation import compose, default_batch, mean_colour_image, paint, segment, segmentation_params
+from .segmentation import compose, default_batch, mean_colour_image, paint, predict_masks, segment, segmentation_params
 
 VARY = ("both", "segmentation", "sampling")
 
@@ -181,10 +181,10 @@ class Lime(Explainer):
     def _attribute(self, model, x, target, probs):
         segments = self.segments_for(x)
         data = self.masks_for(int(segments.max()) + 1)
-        imgs = self.images(x, segments, data)
         preds = np.empty((len(data), probs.shape[0]), np.float32)
         preds[0] = probs                          # the all-ones sample is the input itself
-        preds[1:] = model.predict(imgs[1:], batch_size=self._params["batch_size"] or default_batch(model))
+        preds[1:] = predict_masks(model, x, self.hidden_image(x, segments), segments, data[1:].astype(bool),
+                                  int(self._params["batch_size"] or default_batch(model)))
         return self.fit(data, preds, target, segments)
 
     # ------------------------------------------------------------------ sweeps
@@ -205,8 +205,9 @@ class Lime(Explainer):
             segs = ex.segments_for(x)
             data = ex.masks_for(int(segs.max()) + 1)
             jobs.append((ex, segs, data))
-        batch = np.concatenate([ex.images(x, segs, data)[1:] for ex, segs, data in jobs])
-        preds = model.predict(batch, batch_size=self._params["batch_size"] or default_batch(model))
+        bs = int(self._params["batch_size"] or default_batch(model))
+        preds = np.concatenate([predict_masks(model, x, ex.hidden_image(x, segs), segs, data[1:].astype(bool), bs)
+                                for ex, segs, data in jobs])
         shared = (time.perf_counter() - t0) / max(len(jobs), 1)
         calls = (model.counter.samples - before) / max(len(jobs), 1)
         out, i = [], 0

@@ -46,7 +46,7 @@ for i in range(len(d["images"])):
                    batch_size=params["batch_size"], p_sample=0.5, coverage_samples=10000, beam_size=1)
     out.append({"calls": calls[0], "seconds": time.perf_counter() - t0, "precision": float(np.atleast_1d(e.precision)[0]) if e.precision is not None else None,
                 "coverage": float(e.coverage) if e.coverage is not None else None,
-                "anchor_size": len(e.anchor) if e.anchor is not None else None})
+                "features": [int(f) for f in e.raw["feature"]]})
 print(json.dumps(out))
 '''
 
@@ -110,15 +110,23 @@ def main():
                 result["alibi_error"] = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"
             else:
                 result["alibi"] = json.loads(r.stdout.strip().splitlines()[-1])
+                for i, row in enumerate(result["alibi"]):   # re-estimate alibi's anchors on our side
+                    tgt = int(model.predict(imgs[i][None])[0].argmax())
+                    row["fresh_precision"] = precision_of(model, imgs[i], row["features"], segs[i], tgt, n=1000,
+                                                          seed=777 + i)
+                    row["anchor_size"] = len(row["features"])
     for rate, rows in ours.items():
         xs = np.array([o["calls"] for o in rows], float)
         result[f"xaudit_{rate}_calls_median"] = float(np.median(xs))
         result[f"xaudit_{rate}_fresh_precision_min"] = float(min(o["fresh_precision"] for o in rows))
         result[f"xaudit_{rate}_coverage_mean"] = float(np.mean([o["coverage"] for o in rows]))
+        result[f"xaudit_{rate}_fresh_precision_mean"] = float(np.mean([o["fresh_precision"] for o in rows]))
         if result.get("alibi"):
             al = np.array([o["calls"] for o in result["alibi"]], float)
             result["alibi_calls_median"] = float(np.median(al))
             result["alibi_coverage_mean"] = float(np.mean([o["coverage"] or 0 for o in result["alibi"]]))
+            result["alibi_fresh_precision_min"] = float(min(o["fresh_precision"] for o in result["alibi"]))
+            result["alibi_fresh_precision_mean"] = float(np.mean([o["fresh_precision"] for o in result["alibi"]]))
             result[f"ratio_{rate}_per_image"] = [float(a / x) for a, x in zip(al, xs)]
             result[f"ratio_{rate}_median"] = float(np.median(al / xs))
             result[f"ratio_{rate}_total"] = float(al.sum() / xs.sum())

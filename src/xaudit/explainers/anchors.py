@@ -115,15 +115,19 @@ class _Store:
         self.bg_idx = np.concatenate([self.bg_idx, bg])
         return lab
 
-    def valid(self, cands: np.ndarray) -> np.ndarray:
-        """(M, N) bool: stored sample n is a draw of candidate m's distribution."""
+    def valid(self, cands: np.ndarray, since: int = 0) -> np.ndarray:
+        """(M, N) bool: stored sample n (drawn at position >= ``since``) is a draw of
+        candidate m's distribution."""
         C = cands.astype(np.float32)
         bad_forced = self.forced.astype(np.float32) @ (1.0 - C).T   # forced outside B
         bad_off = (~self.on).astype(np.float32) @ C.T                # some of B off
-        return ((bad_forced == 0) & (bad_off == 0)).T
+        v = ((bad_forced == 0) & (bad_off == 0)).T
+        if since:
+            v[:, :since] = False
+        return v
 
-    def stats(self, cands):
-        v = self.valid(cands)
+    def stats(self, cands, since: int = 0):
+        v = self.valid(cands, since)
         n = v.sum(1).astype(np.float64)
         pos = (v & self.labels[None]).sum(1).astype(np.float64)
         return pos, n
@@ -216,9 +220,9 @@ class Anchors(Explainer):
             pos, n = empty_stats()
             mean = pos / n
             lb = kl_lower(mean, beta0 / n)
-        best, best_cov = None, -1.0
+        best, best_cov, cert = None, -1.0, None
         if lb > thr:
-            best, best_cov = empty.copy(), 1.0
+            best, best_cov, cert = empty.copy(), 1.0, (float(mean), int(n))
         best_of_size = {0: [empty]}
         size = 1
         while best is None or best_cov < 1.0:
@@ -240,9 +244,11 @@ class Anchors(Explainer):
             beta = np.log(1.0 / (delta / (1 + (beam - 1) * k)))
             # candidates of one size share the same expected coverage (p_sample^size): one that
             # the stored samples already certify needs no ranking
+            # (Bonferroni over the candidates: picking the best-looking of many is optimistic)
             pos, n = st.stats(C)
             nn = np.maximum(n, 1e-9)
-            pre_ok = (n > 0) & (pos / nn >= thr) & (kl_lower(pos / nn, beta / nn) > thr - eps_stop)
+            beta_all = beta + np.log(len(C))
+            pre_ok = (n > 0) & (pos / nn >= thr) & (kl_lower(pos / nn, beta_all / nn) > thr - eps_stop)
             if pre_ok.any():
                 chosen = np.where(pre_ok)[0]
                 chosen = chosen[np.argsort([-coverage(C[i]) for i in chosen], kind="stable")][:max(beam, 1)]
@@ -250,21 +256,34 @@ class Anchors(Explainer):
                 chosen = self._kllucb(st, C, tau, delta, bs, min(beam, len(C)))
             best_of_size[size] = [C[i] for i in chosen]
             B = C[chosen]
+            # certification: a candidate is declared valid only on samples drawn *after* it was
+            # selected (the samples that selected it are optimistic: winner's curse); it can be
+            # declared invalid on all its samples (their bias only flatters it)
+            fresh_from = len(st.labels)
             while True:
-                pos, n = st.stats(B)
-                n = np.maximum(n, 1e-9)
-                means = pos / n
-                lbs, ubs = kl_lower(means, beta / n), kl_upper(means, beta / n)
-                more = ((means >= thr) & (lbs < thr - eps_stop)) | ((means < thr) & (ubs >= thr + eps_stop))
+                pos_a, n_a = st.stats(B)
+                n_a = np.maximum(n_a, 1e-9)
+                means_a = pos_a / n_a
+                invalid = (means_a < thr) & (kl_upper(means_a, beta / n_a) < thr + eps_stop)
+                pos, n = st.stats(B, since=fresh_from)
+                nf = np.maximum(n, 1e-9)
+                means = np.where(n > 0, pos / nf, means_a)
+                lbs, ubs = kl_lower(means, beta / nf), kl_upper(means, beta / nf)
+                lbs = np.where(n > 0, lbs, 0.0)
+                ubs = np.where(n > 0, ubs, 1.0)
+                invalid |= (n > 0) & (means < thr) & (ubs < thr + eps_stop)
+                more = ~invalid & ~((means >= thr) & (lbs > thr - eps_stop))
                 if not more.any() or st.calls > self.MAX_CALLS:
                     break
                 for i in np.where(more)[0]:
                     st.draw(B[i], self._pull(means[i], n[i], beta, thr, eps_stop, bs))
+            means = np.where(invalid, np.minimum(means, means_a), means)
             covs = np.array([coverage(b) for b in B])
             ok = (means >= thr) & (lbs > thr - eps_stop) & (covs > best_cov)
             if ok.any():
                 i = int(np.where(ok)[0][np.argmax(covs[ok])])
                 best, best_cov = B[i].copy(), float(covs[i])
+                cert = (float(means[i]), int(n[i]))
             size += 1
         success = best is not None
         if not success:   # best precision among the beams of every size
@@ -273,11 +292,13 @@ class Anchors(Explainer):
             best = allb[i]
             best_cov = coverage(best)
         pos, n = st.stats(best[None])
-        precision = float(pos[0] / n[0]) if n[0] else float("nan")
+        precision_all = float(pos[0] / n[0]) if n[0] else float("nan")
+        precision = cert[0] if cert else precision_all
         anchor_mask = best[segments]
         anchor = [int(i) for i in np.where(best)[0]]
         ex_imgs, ex_hold = self._examples(st, best)
         meta = {"precision": precision, "coverage": float(best_cov), "anchor": anchor, "success": bool(success),
+                "precision_samples": cert[1] if cert else int(n[0]), "precision_all_samples": precision_all,
                 "anchor_samples": int(n[0]), "num_superpixels": k, "threshold": thr,
                 "segmentation": p["segmentation"],
                 "segmentation_params": segmentation_params(p["segmentation"], p["segmentation_params"]),

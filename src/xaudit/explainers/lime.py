@@ -15,7 +15,7 @@ Same algorithm as ``lime.lime_image.LimeImageExplainer`` (lime 0.2.0.1):
 
 Differences (all about speed and reproducibility): the model is fed in large batches
 (``batch_size``, default ``default_batch(model)``: the adapter's batch size capped at
-~2**19 pixels per batch; lime uses 10), the masks are composed vectorised, and both
+~2**16 pixels per batch; lime uses 10), the masks are composed vectorised, and both
 the segmentation and the sampling are seeded from one ``seed`` through explicit
 generators (the sampling generator is a private ``numpy.random.RandomState(seed)``, the
 same stream lime draws from when given ``random_state=seed``, so same segmentation +

@@ -5,7 +5,9 @@ same images, same superpixels (alibi gets them through a custom segmentation_fn)
 parameters (threshold 0.95, delta 0.1, tau 0.15, batch_size 100, beam_size 1,
 p_sample 0.5, 10 000 coverage samples, mean-colour perturbation). alibi pins numpy<2,
 so it runs in its own venv (default /work/alibi-venv, override with ALIBI_PYTHON) through
-a subprocess. Target: xaudit needs >= 5x fewer model calls.
+a subprocess. Target: xaudit needs >= 5x fewer model calls. Two xaudit configurations: ``default`` and
+``alibi_like`` (theory KL-LUCB rate, 100-sample pulls, no extra candidates), every anchor's
+precision re-estimated on 1 000 fresh samples (alibi's too).
 
     python benchmarks/bench_anchors.py [--quick] [--images N]
 Result: benchmarks/results/bench_anchors.json
@@ -76,12 +78,13 @@ def main():
     segs = np.stack([segment(im, "slic", 0, n_segments=args.segments) for im in imgs])
     params = dict(threshold=0.95, delta=0.1, tau=0.15, batch_size=100, seed=0)
     ours = {}
-    for rate in ("practical", "theory"):
+    configs = {"default": {}, "alibi_like": {"lucb_rate": "theory", "lucb_pull": None, "extra_candidates": 0}}
+    for rate, extra in configs.items():
         ours[rate] = []
         for i, im in enumerate(imgs):
             t0 = time.perf_counter()
             e = Anchors(seed=i, segmentation="slic", segmentation_params={"n_segments": args.segments},
-                        threshold=0.95, delta=0.1, tau=0.15, batch_size=100, lucb_rate=rate).explain(model, im)
+                        threshold=0.95, delta=0.1, tau=0.15, batch_size=100, **extra).explain(model, im)
             fresh = precision_of(model, e.image, e.meta["anchor"], e.arrays["segments"], e.target, n=1000,
                                  seed=777 + i)
             ours[rate].append({"calls": e.model_calls, "seconds": time.perf_counter() - t0,
@@ -131,7 +134,7 @@ def main():
             result[f"ratio_{rate}_median"] = float(np.median(al / xs))
             result[f"ratio_{rate}_total"] = float(al.sum() / xs.sum())
     if result.get("alibi"):
-        result["target_met"] = result["ratio_practical_median"] >= 5
+        result["target_met"] = result["ratio_default_median"] >= 5
     out = HERE / "results" / "bench_anchors.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -147,7 +147,7 @@ class Anchors(Explainer):
     DEFAULTS = dict(threshold=0.95, delta=0.1, tau=0.15, epsilon_stop=0.05, batch_size=100, beam_size=1,
                     max_anchor_size=None, min_samples_start=100, coverage_samples=10000, p_sample=0.5,
                     segmentation="quickshift", segmentation_params=None, backgrounds=None, n_examples=8,
-                    predict_batch=None, lucb_rate="practical", seed=0, vary="both", fixed_seed=0)
+                    predict_batch=None, lucb_rate="practical", extra_candidates=5, lucb_pull=25, seed=0, vary="both", fixed_seed=0)
 
     def __init__(self, **params):
         unknown = set(params) - set(self.DEFAULTS)
@@ -256,34 +256,29 @@ class Anchors(Explainer):
                 chosen = self._kllucb(st, C, tau, delta, bs, min(beam, len(C)))
             best_of_size[size] = [C[i] for i in chosen]
             B = C[chosen]
-            # certification: a candidate is declared valid only on samples drawn *after* it was
-            # selected (the samples that selected it are optimistic: winner's curse); it can be
-            # declared invalid on all its samples (their bias only flatters it)
-            fresh_from = len(st.labels)
-            while True:
-                pos_a, n_a = st.stats(B)
-                n_a = np.maximum(n_a, 1e-9)
-                means_a = pos_a / n_a
-                invalid = (means_a < thr) & (kl_upper(means_a, beta / n_a) < thr + eps_stop)
-                pos, n = st.stats(B, since=fresh_from)
-                nf = np.maximum(n, 1e-9)
-                means = np.where(n > 0, pos / nf, means_a)
-                lbs, ubs = kl_lower(means, beta / nf), kl_upper(means, beta / nf)
-                lbs = np.where(n > 0, lbs, 0.0)
-                ubs = np.where(n > 0, ubs, 1.0)
-                invalid |= (n > 0) & (means < thr) & (ubs < thr + eps_stop)
-                more = ~invalid & ~((means >= thr) & (lbs > thr - eps_stop))
-                if not more.any() or st.calls > self.MAX_CALLS:
-                    break
-                for i in np.where(more)[0]:
-                    st.draw(B[i], self._pull(means[i], n[i], beta, thr, eps_stop, bs))
-            means = np.where(invalid, np.minimum(means, means_a), means)
+            ok_i, means, lbs, cert_n = self._certify(st, B, thr, eps_stop, beta, bs)
             covs = np.array([coverage(b) for b in B])
-            ok = (means >= thr) & (lbs > thr - eps_stop) & (covs > best_cov)
+            ok = ok_i & (covs > best_cov)
+            if not ok.any() and int(p["extra_candidates"]) > 0:
+                # same expected coverage at one size: before going deeper, try the next most
+                # promising candidates of this size (by their stored precision)
+                pos_c, n_c = st.stats(C)
+                m_c = np.where(n_c > 0, pos_c / np.maximum(n_c, 1e-9), 0.0)
+                rest = [j for j in np.argsort(-m_c, kind="stable") if j not in set(chosen.tolist())
+                        and m_c[j] >= thr - eps_stop][:int(p["extra_candidates"])]
+                beta_x = beta + np.log(1 + len(rest))   # Bonferroni over the extra tries
+                for j in rest:
+                    okj, mj, lj, nj = self._certify(st, C[j:j + 1], thr, eps_stop, beta_x, bs)
+                    if okj[0] and coverage(C[j]) > best_cov:
+                        B = np.concatenate([B, C[j:j + 1]])
+                        means, lbs, cert_n = np.append(means, mj), np.append(lbs, lj), np.append(cert_n, nj)
+                        covs = np.append(covs, coverage(C[j]))
+                        ok = np.append(ok, True)
+                        break
             if ok.any():
                 i = int(np.where(ok)[0][np.argmax(covs[ok])])
                 best, best_cov = B[i].copy(), float(covs[i])
-                cert = (float(means[i]), int(n[i]))
+                cert = (float(means[i]), int(cert_n[i]))
             size += 1
         success = best is not None
         if not success:   # best precision among the beams of every size
@@ -308,6 +303,32 @@ class Anchors(Explainer):
         return Attribution(anchor_mask.astype(np.float32), meta=meta, arrays=arrays)
 
     MAX_CALLS = 500_000
+
+    def _certify(self, st, B, thr, eps_stop, beta, bs):
+        """Sample each candidate of ``B`` until its precision is certified >= thr - eps_stop
+        (mean >= thr and KL lower bound above) or shown below thr + eps_stop.
+
+        A candidate is declared valid only on samples drawn *after* it was selected (the
+        samples that selected it are optimistic: winner's curse); it may be declared invalid
+        on all its samples (their bias only flatters it). -> (valid, means, lower bounds)."""
+        fresh_from = len(st.labels)
+        while True:
+            pos_a, n_a = st.stats(B)
+            n_a = np.maximum(n_a, 1e-9)
+            means_a = pos_a / n_a
+            invalid = (means_a < thr) & (kl_upper(means_a, beta / n_a) < thr + eps_stop)
+            pos, n = st.stats(B, since=fresh_from)
+            nf = np.maximum(n, 1e-9)
+            means = np.where(n > 0, pos / nf, means_a)
+            lbs = np.where(n > 0, kl_lower(means, beta / nf), 0.0)
+            ubs = np.where(n > 0, kl_upper(means, beta / nf), 1.0)
+            invalid |= (n > 0) & (means < thr) & (ubs < thr + eps_stop)
+            valid = ~invalid & (n > 0) & (means >= thr) & (lbs > thr - eps_stop)
+            more = ~invalid & ~valid
+            if not more.any() or st.calls > self.MAX_CALLS:
+                return valid, np.where(invalid, np.minimum(means, means_a), means), lbs, n
+            for i in np.where(more)[0]:
+                st.draw(B[i], self._pull(means[i], n[i], beta, thr, eps_stop, bs))
 
     @staticmethod
     def _pull(mean, n, beta, thr, eps_stop, bs):
@@ -338,8 +359,9 @@ class Anchors(Explainer):
             ut, lt = notJ[np.argmax(ub)], J[np.argmin(lb)]
             if ub.max() - lb.min() <= eps or st.calls > self.MAX_CALLS:
                 return order[-top_n:]
-            st.draw(C[ut], bs)
-            st.draw(C[lt], bs)
+            pull = max(1, int(self._params["lucb_pull"] or bs))
+            st.draw(C[ut], pull)
+            st.draw(C[lt], pull)
             t += 1
 
     def _examples(self, st, best):

@@ -69,13 +69,16 @@ class Context:
 
     def cli(self, argv: list) -> int:
         """Run an xaudit command in-process (its MLflow run nests under the demo run)."""
+        import contextlib
+        import io
         from .cli import main
         g = ["-q"]
         if getattr(self.args, "no_track", False):
             g.append("--no-track")
         if getattr(self.args, "debug", False):
             g.append("--debug")
-        return main(argv + g)
+        with contextlib.redirect_stdout(io.StringIO()):   # the command's own stdout (paths, JSON)
+            return main(argv + g)
 
 
 # ----------------------------------------------------------------------------- availability
@@ -154,13 +157,17 @@ def step_predict(ctx: Context) -> StepResult:
     images, labels, masks = make_signs(n, seed=7)
     # make sure the story includes a Stop sign (class 14)
     if 14 not in set(int(x) for x in labels):
-        extra, el, em = _signs_of_class(14, 1, seed=7)
+        try:
+            extra, el, em = _signs_of_class(14, 1, seed=7)
+        except SkipStep:
+            extra = None
+    if 14 not in set(int(x) for x in labels) and extra is not None:
         images, labels, masks = (np.concatenate([extra, images[:-1]]), np.concatenate([el, labels[:-1]]),
                                  np.concatenate([em, masks[:-1]]))
     paths = [_save_png(im, d / "images" / f"sign{i}_{GTSRB_LABELS[int(y)].split(' (')[0].replace(' ', '_')}.png")
              for i, (im, y) in enumerate(zip(images, labels))]
     ctx.state.update(sign_images=paths, sign_labels=[int(x) for x in labels], sign_masks=masks)
-    ctx.say(f"Generated {n} synthetic traffic signs (seed 7) with ground-truth masks: "
+    ctx.say(f"  Generated {n} synthetic traffic signs (seed 7) with ground-truth masks: "
             + ", ".join(f"'{GTSRB_LABELS[int(y)]}'" for y in labels[:4]) + (" ..." if n > 4 else ""))
     formats = [("TorchScript", "signs.pt"), ("ONNX", "signs.onnx"), ("Custom Vision zip", "signs_cv.zip")]
     probs, table = {}, []

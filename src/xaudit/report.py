@@ -49,6 +49,7 @@ section h3{font-size:14px;margin:12px 0 6px}
 .card{border:1px solid #e3e6ea;border-radius:6px;padding:8px;max-width:520px;background:#fcfcfd}
 .card h4{margin:0 0 6px;font-size:13px}
 img{max-width:100%;height:auto;display:block;margin:6px 0;border:1px solid #eee}
+img.small{width:128px;image-rendering:pixelated}
 table{border-collapse:collapse;font-size:12px;margin:6px 0}
 th,td{border:1px solid #e1e4e8;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f0f2f5}
@@ -75,7 +76,10 @@ def _read_json(p: Path):
 def _img_tag(path_or_bytes, alt: str, mime: str = "image/png") -> str:
     data = path_or_bytes if isinstance(path_or_bytes, (bytes, bytearray)) else Path(path_or_bytes).read_bytes()
     b64 = base64.b64encode(data).decode("ascii")
-    return f'<img alt="{_esc(alt)}" src="data:{mime};base64,{b64}">'
+    small = ""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 24 and int.from_bytes(data[16:20], "big") < 100:
+        small = ' class="small"'   # tiny inputs (64x64): show them larger, pixelated
+    return f'<img{small} alt="{_esc(alt)}" src="data:{mime};base64,{b64}">'
 
 
 def _fmt(v) -> str:
@@ -223,7 +227,8 @@ def stability_charts(data: dict) -> list[tuple[str, bytes]]:
     if mat is not None:
         m = np.array([[np.nan if x is None else x for x in r] for r in mat], dtype=float)
         fig, ax = plt.subplots(figsize=(4.6, 4.0))
-        im = ax.imshow(m, cmap="viridis", vmin=np.nanmin(m) if np.isfinite(m).any() else 0, vmax=1.0)
+        lo = -1.0 if np.isfinite(m).any() and np.nanmin(m) < 0 else 0.0
+        im = ax.imshow(m, cmap="viridis", vmin=lo, vmax=1.0)
         ticks = seeds if seeds and len(seeds) == len(m) else list(range(len(m)))
         ax.set_xticks(range(len(m)))
         ax.set_xticklabels([str(t) for t in ticks], fontsize=7, rotation=90)
@@ -237,7 +242,8 @@ def stability_charts(data: dict) -> list[tuple[str, bytes]]:
     summ = data.get("summary") if isinstance(data.get("summary"), dict) else None
     if summ:
         flat = {k: v for k, v in _scalars(summ).items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and -1.0001 <= v <= 1.0001 and not any(x in k for x in ("seconds", "calls"))}
         flat = dict(list(flat.items())[:16])
         if flat:
             fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(flat) + 1.2))
@@ -246,7 +252,8 @@ def stability_charts(data: dict) -> list[tuple[str, bytes]]:
             ax.set_yticks(range(len(keys)))
             ax.set_yticklabels(keys, fontsize=8)
             ax.invert_yaxis()
-            ax.set_xlabel("value")
+            ax.set_xlabel("agreement between seeds (1 = identical)")
+            ax.axvline(0, color="#888", lw=.8)
             ax.set_title("stability summary across seeds", fontsize=10)
             ax.grid(axis="x", alpha=.3)
             out.append(("stability summary", _fig_bytes(fig)))
@@ -261,13 +268,20 @@ def _explanation_card(d: Path, root: Path, data: dict) -> str:
     pngs = sorted(d.glob("*.png"), key=lambda p: (p.name != "overlay.png", p.name))
     for p in pngs:
         parts.append(_img_tag(p, f"{_rel(d, root)}/{p.name}"))
-    info = {k: data.get(k) for k in ("image", "seed", "model_calls", "seconds") if data.get(k) is not None}
+    info = {k: data.get(k) for k in ("seed", "model_calls", "seconds") if data.get(k) is not None}
+    if data.get("image"):
+        info["image"] = Path(str(data["image"])).name
     known = {"method", "target", "target_label", "target_prob", "params", "seed", "model_calls", "seconds",
              "image", "model", "top", "attribution_shape", "arrays"}
-    extra = {k: v for k, v in _scalars({k: v for k, v in data.items() if k not in known}).items()}
-    info.update(extra)
-    info.update({f"param.{k}": v for k, v in _scalars(data.get("params") or {}).items()})
+    extra = _scalars({k: v for k, v in data.items() if k not in known})
+    main_keys = ("completeness_error", "r2", "score", "local_pred", "precision", "coverage", "convergence_delta",
+                 "method_reason")
+    info.update({k: v for k, v in extra.items() if k in main_keys})
     parts.append(_kv_table(info))
+    more = {k: v for k, v in extra.items() if k not in main_keys}
+    more.update({f"param.{k}": v for k, v in _scalars(data.get("params") or {}).items()})
+    if more:
+        parts.append("<details><summary>parameters and details</summary>" + _kv_table(more) + "</details>")
     top = data.get("top") or []
     if isinstance(top, list) and top and isinstance(top[0], dict):
         parts.append("<details><summary>top predictions</summary>" +
@@ -403,6 +417,8 @@ def _under_stability(d: Path, root: Path) -> bool:
 
 def _title_for(d: Path, root: Path) -> str:
     rel = _rel(d, root)
+    if (d / "demo.json").is_file():
+        return "demo summary" if rel == "." else f"demo summary — {rel}"
     return "results" if rel == "." else rel
 
 

@@ -142,6 +142,15 @@ def test_failed_status_and_exception_propagates(clean_env):
     assert [r.data.metrics for r in runs if r.info.run_name == "stability"][0] == {"before": 1.0}
 
 
+def test_mark_failed(clean_env):
+    with xt.command_run(_args(), "demo") as run:
+        with run.child("ok step"):
+            pass
+        run.mark_failed()
+    c, exp, runs = _runs(f"sqlite:///{clean_env / 'mlflow.db'}")
+    assert {r.info.run_name: r.info.status for r in runs} == {"demo": "FAILED", "ok step": "FINISHED"}
+
+
 def test_no_track_writes_nothing(clean_env):
     with xt.command_run(_args(no_track=True), "explain") as run:
         run.log_metrics({"a": 1})

@@ -264,6 +264,7 @@ class _NullRun:
     def log_dict(self, obj, artifact_file): pass
     def set_tags(self, tags): pass
     def set_tag(self, key, value): pass
+    def mark_failed(self): pass
 
     @contextmanager
     def child(self, name, params=None, tags=None):
@@ -336,6 +337,11 @@ class Run(_NullRun):
 
     def set_tag(self, key, value):
         self.set_tags({key: value})
+
+    def mark_failed(self):
+        """End this run as FAILED even though no exception leaves the block (e.g. a command
+        that reports a failure through its exit code)."""
+        self.status = "FAILED"
 
     def _stage_dir(self) -> Path:
         if self._stage is None:

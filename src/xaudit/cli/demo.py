@@ -48,6 +48,8 @@ def run(args) -> int:
                          "steps_skipped": sum(r.status == "skipped" for r in results),
                          "steps_failed": sum(r.status == "failed" for r in results)})
         run.set_tags({"demo.failed_steps": ",".join(r.name for r in results if r.status == "failed") or "none"})
+        if any(r.status == "failed" for r in results):
+            run.mark_failed()
         run.log_artifact(summary)
         if report is not None:
             run.log_artifact(report)

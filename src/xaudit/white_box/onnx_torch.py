@@ -131,6 +131,7 @@ class _Converter:
                 self.biases.append(bias_layer(name, "conv", C[ins[2]]))
 
             def conv(x, w, b=None):
+                x = x.contiguous()  # channels-last views crash conv backward on CPU (torch 2.13)
                 pads, st, dil = _resolve_pads(a, x, kernel, nd)
                 if pads[:nd] == pads[nd:]:
                     return _CONV[nd](x, w, b, st, pads[:nd], dil, group)

@@ -106,9 +106,10 @@ class _Conv:
         if self.depthwise:  # (kh,kw,in,mult) -> (in*mult,1,kh,kw)
             cin, mult = w.shape[2], w.shape[3]
             wt = w.permute(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw)
-            y = F.conv2d(x.permute(0, 3, 1, 2), wt, None, self.strides, 0, self.dil, groups=cin)
-        else:
-            y = F.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), None, self.strides, 0, self.dil)
+            y = F.conv2d(x.permute(0, 3, 1, 2).contiguous(), wt, None, self.strides, 0, self.dil, groups=cin)
+        else:  # contiguous: channels-last views crash conv backward on CPU (torch 2.13)
+            y = F.conv2d(x.permute(0, 3, 1, 2).contiguous(), w.permute(3, 2, 0, 1).contiguous(), None,
+                         self.strides, 0, self.dil)
         return y.permute(0, 2, 3, 1)
 
 

@@ -275,7 +275,7 @@ class Model:
             return
         if probe is None:
             rng = np.random.default_rng(0)
-            probe = rng.random((2, *self.input_size, 3), dtype=np.float32)
+            probe = rng.random((self.fixed_batch or 2, *self.input_size, 3), dtype=np.float32)
         raw = np.asarray(self._forward_native(self.preprocessing.apply(probe)))
         self.output_kind = "probabilities" if looks_like_probabilities(raw.reshape(raw.shape[0], -1)) else "logits"
 

@@ -54,4 +54,5 @@ def _default(o):
 def progress(iterable, args, **kw):
     """tqdm progress bar on stderr unless --quiet."""
     from tqdm.auto import tqdm
-    return tqdm(iterable, disable=bool(getattr(args, "quiet", False)), file=sys.stderr, **kw)
+    kw["disable"] = bool(getattr(args, "quiet", False)) or bool(kw.get("disable", False))
+    return tqdm(iterable, file=sys.stderr, **kw)

@@ -63,7 +63,11 @@ class TorchModel(Model):
     format = "torch"
 
     def __init__(self, module, input_size=(32, 32), preprocessing=None, output_kind="auto"):
-        self.module = module.eval()
+        try:
+            module.eval()
+        except NotImplementedError:  # torch.export programs refuse eval()
+            pass
+        self.module = module
         pp = preprocessing or Preprocessing()
         n = self._raw(pp.apply(np.zeros((1, *input_size, 3), np.float32))).shape[1]
         self._setup(source="<torch module>", labels=[f"c{i}" for i in range(n)], input_size=input_size,

@@ -209,3 +209,23 @@ def test_concurrent_threads_do_not_mix_recordings(bn_net, img):
             got = list(pool.map(lambda im: ex.explain(model, im).attribution, imgs))
         for a, b in zip(ref, got):
             assert np.abs(a - b).max() <= 1e-5
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_torch_export_program(softmax, img):
+    """torch.export programs (ep.module()) hold empty module shells: run as aten graphs."""
+    net = ResNet(bn=True, seed=9, softmax=softmax)
+    prog = torch.export.export(net, (torch.zeros(2, 3, 32, 32),),
+                               dynamic_shapes=({0: torch.export.Dim("n")},)).module()
+    a, b = TorchModel(prog, preprocessing=PP), TorchModel(net, preprocessing=PP)
+    assert a.differentiable().origin == "torch_export"
+    for name in ("fullgrad", "gradcam"):
+        ea, eb = get_explainer(name).explain(a, img), get_explainer(name).explain(b, img)
+        assert np.abs(ea.attribution - eb.attribution).max() <= 1e-4, name
+        if name == "fullgrad":
+            assert ea.meta["completeness_error"] <= 1e-4 and ea.meta["score"] == "logit"
+        else:
+            assert ea.meta["layer"] == eb.meta["layer"] == "layer2"
+    from xaudit.white_box.fx import for_fx_module
+    static = torch.export.export(net, (torch.zeros(1, 3, 32, 32),)).module()
+    assert for_fx_module(static, PP, (32, 32)).fixed_batch == 1

@@ -200,20 +200,13 @@ def _logit_module(module, probe):
             h.remove()
         if box.get("o") is out:
             return _SoftmaxInput(module, sm), "logit", "trailing nn.Softmax: its input is used"
-    # functional softmax at the end: torch.fx
-    try:
-        import torch.fx as fx
-        gm = fx.symbolic_trace(module)
-        outn = [n for n in gm.graph.nodes if n.op == "output"][0]
-        src = outn.args[0]
-        if isinstance(src, fx.Node) and ((src.op == "call_function" and src.target in (torch.softmax, torch.nn.functional.softmax))
-                                         or (src.op == "call_method" and src.target == "softmax")):
-            outn.args = (src.args[0],)
-            gm.graph.eliminate_dead_code()
-            gm.recompile()
-            return gm, "logit", "trailing functional softmax removed (torch.fx)"
-    except Exception:  # noqa: BLE001 - fx cannot trace every module; fall through
-        pass
+    # functional softmax at the end (torch.softmax / F.softmax / Tensor.softmax): intercept it
+    # with a TorchFunctionMode, so the module itself still runs (and its hooks fire)
+    wrapped = _FunctionalSoftmaxInput(module)
+    with torch.no_grad():
+        wrapped(probe)
+    if wrapped.found:
+        return wrapped, "logit", "trailing functional softmax: its input is used"
     from ..model import looks_like_probabilities
     rows = out.reshape(out.shape[0], -1).detach().cpu().numpy()
     if looks_like_probabilities(rows):
@@ -228,12 +221,61 @@ def _logit_module(module, probe):
     return module, "logit", "module outputs logits"
 
 
+def _softmax_mode():
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class _Mode(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.last = None
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            name = getattr(func, "__name__", "")
+            if name == "softmax" and args and torch.is_tensor(args[0]):
+                self.last = (args[0], out)
+            return out
+    return _Mode()
+
+
+def _make_functional_softmax_input():
+    import torch.nn as nn
+
+    class _FunctionalSoftmaxInput(nn.Module):
+        """Runs ``inner``; when its output is the result of a (functional) softmax, returns
+        that softmax's input instead."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.found = False
+
+        def forward(self, x):
+            mode = _softmax_mode()
+            with mode:
+                out = self.inner(x)
+            if mode.last is not None and mode.last[1] is out:
+                self.found = True
+                return mode.last[0]
+            return out
+    return _FunctionalSoftmaxInput
+
+
+def _FunctionalSoftmaxInput(inner):
+    return _make_functional_softmax_input()(inner)
+
+
 def for_torch_module(module, preprocessing, input_size=(64, 64)) -> Differentiable:
     """Differentiable view of a torch module (eager or TorchScript)."""
     import torch
     if isinstance(module, torch.jit.ScriptModule):
         from .torchscript import for_script_module
         return for_script_module(module, preprocessing, input_size)
+    from .fx import for_fx_module, is_aten_graph
+    if is_aten_graph(module):  # torch.export program: modules are empty holders, hooks see nothing
+        return for_fx_module(module, preprocessing, input_size)
     module.eval()
     g = torch.Generator().manual_seed(0)
     probe = preprocessing.apply(torch.rand((2, *input_size, 3), generator=g))

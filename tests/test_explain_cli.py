@@ -85,7 +85,7 @@ def test_explain_auto_several_images_and_target(files, tmp_path, capsys):
 def test_explain_torchscript_fullgrad(files, tmp_path, capsys):
     from xaudit.loader import load_model
     try:
-        load_model(str(files / "net.pt"))
+        load_model(str(files / "net.pt"), input_size="32")
     except Exception as e:  # noqa: BLE001
         pytest.skip(f"loader cannot load TorchScript yet: {e}")
     out = tmp_path / "ts"
@@ -108,3 +108,23 @@ def test_explain_errors(files, tmp_path, capsys):
     assert rc == 2 and "out of range" in err
     rc, so, err = _main(["explain", str(files / "net.onnx"), str(tmp_path / "missing.png"), "--no-track"], capsys)
     assert rc == 2 and "missing.png" in err
+
+
+def test_explain_logs_to_mlflow(files, tmp_path, capsys):
+    _load_ok(files)
+    db = tmp_path / "mlflow.db"
+    out = tmp_path / "tracked"
+    rc, so, err = _main(["explain", str(files / "net.onnx"), str(files / "img0.png"), str(files / "img1.png"),
+                         "--input-size", "32", "--method", "fullgrad", "--out", str(out), "--quiet",
+                         "--tracking-uri", f"sqlite:///{db}", "--experiment", "grad-tests"], capsys)
+    assert rc == 0, err
+    from mlflow.tracking import MlflowClient
+    c = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = c.get_experiment_by_name("grad-tests")
+    (run,) = c.search_runs([exp.experiment_id])
+    assert run.data.params["method"] == "fullgrad" and run.data.params["method_requested"] == "fullgrad"
+    hist = c.get_metric_history(run.info.run_id, "completeness_error")
+    assert len(hist) == 2 and all(m.value <= 1e-4 for m in hist)
+    assert "target_prob" in run.data.metrics
+    arts = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"img0", "img1"} <= arts

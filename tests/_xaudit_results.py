@@ -57,7 +57,15 @@ def make_monitor_dir(d: Path) -> Path:
     ax.bar(range(3), [1, 2, 3])
     fig.savefig(d / "report.png")
     plt.close(fig)
-    (d / "statistics.json").write_text(json.dumps({"total": 400, "chi2": {"p_value": 1e-9, "statistic": 300.0}}))
+    counts = [[10, 5, 5], [8, 2, 30]]
+    windows = [{"index": i, "window_start": f"2026-11-23T0{4 + i}:00:00Z", "window_end": f"2026-11-23T0{5 + i}:00:00Z",
+                "status": "ok", "total": sum(c), "class_counts": c, "violations": i,
+                "checks": {"class_share": {"class_index": 2 if i else 0, "class_label": "Stop" if i else "a",
+                                           "share": max(c) / sum(c)}}} for i, c in enumerate(counts)]
+    windows.append({"index": 2, "window_start": "2026-11-23T06:00:00Z", "window_end": "2026-11-23T07:00:00Z",
+                    "status": "no data", "total": 0, "checks": {}})
+    (d / "statistics.json").write_text(json.dumps({"total": 400, "chi2": {"p_value": 1e-9, "statistic": 300.0},
+                                                   "windows": windows}))
     (d / "violations.json").write_text(json.dumps([
         {"check": "class_share", "class_index": 14, "class_label": "Stop", "value": 0.805, "threshold": 0.5,
          "count": 322, "total": 400, "window_start": "2026-11-23T04:00:00Z", "window_end": "2026-11-23T05:00:00Z",

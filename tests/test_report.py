@@ -46,8 +46,8 @@ def test_report_self_contained(results, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out)
     html = out.read_text()
     p = _parse(out)
-    # 2 explanation overlays, grid, std, 2 stability charts, violations chart, report.png
-    assert len(p.imgs) >= 8
+    # 2 explanation overlays, grid, std, 2 stability charts, violations chart, windows chart, report.png
+    assert len(p.imgs) >= 9
     for src in p.imgs:
         assert src.startswith("data:image/png;base64,")
         raw = base64.b64decode(src.split(",", 1)[1])
@@ -56,7 +56,8 @@ def test_report_self_contained(results, tmp_path, capsys):
     assert all(r.startswith("#") for r in p.refs), p.refs
     assert not re.search(r"(src|href)=['\"]?(https?:|//|file:)", html)
     assert "<script" not in html and "@import" not in html
-    for text in ("Stop", "class_share", "322", "topk_jaccard_mean", "Stability across seeds", "Monitoring"):
+    for text in ("Stop", "class_share", "322", "topk_jaccard_mean", "Stability across seeds", "Monitoring",
+                 "no data", "windows"):
         assert text in html
 
 
@@ -106,7 +107,7 @@ def test_report_from_run_id_is_logged_to_the_run(tmp_path, monkeypatch, capsys):
     html = out.read_text()
     for text in ("MLflow run", run.run_id, "share.14", "0.805", "threshold", "class_share", "violation"):
         assert text in html, text
-    assert len(_parse(out).imgs) >= 2   # report.png + violations chart
+    assert len(_parse(out).imgs) >= 3   # report.png + violations chart + windows chart
     assert out.name in _artifact_names(uri, run.run_id)
 
 

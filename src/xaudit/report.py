@@ -197,6 +197,36 @@ def violations_chart(violations: list[dict]) -> bytes | None:
     return _fig_bytes(fig)
 
 
+def windows_chart(windows: list[dict], violations: list[dict]) -> bytes | None:
+    """Share of the flagged classes (else the top class) per monitoring window."""
+    ok = [w for w in windows if w.get("status") == "ok" and isinstance(w.get("class_counts"), list)]
+    if len(ok) < 2:
+        return None
+    width = min(len(w["class_counts"]) for w in ok)
+    classes = sorted({v.get("class_index") for v in violations
+                      if isinstance(v.get("class_index"), int) and 0 <= v["class_index"] < width})
+    if not classes:
+        tot = [sum(x) for x in zip(*[w["class_counts"][:width] for w in ok])]
+        classes = [max(range(len(tot)), key=tot.__getitem__)]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    xs = [w.get("index", i) for i, w in enumerate(ok)]
+    for c in classes[:5]:
+        ys = [w["class_counts"][c] / max(1, w.get("total") or sum(w["class_counts"])) for w in ok]
+        label = next((v.get("class_label") for v in violations if v.get("class_index") == c), None)
+        ax.plot(xs, ys, marker="o", label=f"class {c}" + (f" '{label}'" if label else ""))
+    thr = next((v.get("threshold") for v in violations if v.get("check") == "class_share"), None)
+    if isinstance(thr, (int, float)):
+        ax.axhline(thr, color="#b00020", ls="--", lw=1, label=f"threshold {thr}")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("window")
+    ax.set_ylabel("share of predictions")
+    ax.set_title("class share per monitoring window", fontsize=10)
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _fig_bytes(fig)
+
+
 def _find_matrix(obj, depth=0):
     """First square numeric matrix (list of lists) found in a JSON object."""
     if depth > 5:
@@ -329,6 +359,21 @@ def _monitor_section(d: Path, root: Path, stats, violations) -> str:
                 parts.append(_img_tag(png, "violations chart"))
         else:
             parts.append('<p class="ok">no violation</p>')
+    windows = stats.get("windows") if isinstance(stats, dict) else None
+    if isinstance(windows, list) and windows and isinstance(windows[0], dict):
+        rows = []
+        for w in windows:
+            row = {k: w.get(k) for k in ("index", "window_start", "window_end", "status", "total", "violations")}
+            cs = (w.get("checks") or {}).get("class_share") or {}
+            if cs:
+                row["top class"] = f"{cs.get('class_index')} '{cs.get('class_label', '')}'"
+                row["top share"] = cs.get("share", cs.get("value"))
+            rows.append(row)
+        parts.append("<h3>windows</h3>" + _table(rows, ["index", "window_start", "window_end", "status", "total",
+                                                         "top class", "top share", "violations"]))
+        png = windows_chart(windows, violations if isinstance(violations, list) else [])
+        if png:
+            parts.append(_img_tag(png, "class share per window"))
     if (d / "report.png").is_file():
         parts.append("<h3>report.png</h3>" + _img_tag(d / "report.png", f"{_rel(d, root)}/report.png"))
     if isinstance(stats, (dict, list)):

@@ -128,3 +128,24 @@ def test_explain_logs_to_mlflow(files, tmp_path, capsys):
     assert "target_prob" in run.data.metrics
     arts = {a.path for a in c.list_artifacts(run.info.run_id)}
     assert {"img0", "img1"} <= arts
+
+
+def test_explain_auto_falls_back_to_lime(tmp_path, capsys):
+    """A graph the gradient executor cannot run: auto says why and runs LIME."""
+    from test_gradients_onnx import _with_op
+    (tmp_path / "hard.onnx").write_bytes(_with_op("Hardmax", axis=1))
+    img = tmp_path / "x.png"
+    Image.fromarray((np.random.default_rng(1).random((8, 8, 3)) * 255).astype(np.uint8)).save(img)
+    from xaudit.loader import load_model
+    m = load_model(str(tmp_path / "hard.onnx"))
+    assert not m.gradients_reachable and "Hardmax" in m.gradients_reason
+    out = tmp_path / "o"
+    rc, so, err = _main(["explain", str(tmp_path / "hard.onnx"), str(img), "--seed", "3", "--out", str(out),
+                         "--no-track", "--json"], capsys)
+    assert rc == 0, err
+    d = json.loads(so)
+    assert d["method"] == "lime" and d["method_requested"] == "auto"
+    assert "not reachable" in d["method_reason"] and "Hardmax" in d["method_reason"]
+    rc, so, err = _main(["explain", str(tmp_path / "hard.onnx"), str(img), "--method", "fullgrad", "--no-track",
+                         "--out", str(out)], capsys)
+    assert rc == 2 and "Hardmax" in err and "Traceback" not in err

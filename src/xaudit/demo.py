@@ -582,11 +582,18 @@ def step_monitor(ctx: Context) -> StepResult:
     res.metrics.update({"monitor.clean_violations": len(v_clean), "monitor.adversarial_violations": len(v_adv),
                         "monitor.class14_flagged": float(14 in flagged)})
     if _has_command("audit"):
-        rc = ctx.cli(["audit", str(capture), "--model", serve_file, *base, "--explain", "3" if ctx.quick else "5",
-                      "--out", str(d / "audit")])
+        rc = ctx.cli(["audit", str(capture), "--model", serve_file, *base, "--start", _iso(t_mixed),
+                      "--end", _iso(t_end), "--explain", "3" if ctx.quick else "5", "--reference", str(ref_dir),
+                      "--references", "2" if ctx.quick else "3", "--out", str(d / "audit")])
         if rc not in (0, 3):
             raise RuntimeError(f"xaudit audit exited with {rc}")
-        ctx.say(f"  audit: explained the captured inputs behind the alarm -> {d / 'audit'}")
+        aj = _read_json(d / "audit" / "audit.json") or {}
+        for c in aj.get("classes", [])[:2]:
+            cap = [x.get("method") for x in c.get("captured", [])]
+            ctx.say(f"  audit: class {c.get('class_index')} '{c.get('class_label')}': explained {len(cap)} captured "
+                    f"inputs ({', '.join(sorted(set(m for m in cap if m)))}) next to {len(c.get('reference', []))} "
+                    f"reference images -> {d / 'audit' / 'audit.png'}")
+        res.metrics["audit.classes_explained"] = len(aj.get("classes", []))
     res.summary = (f"class 14 flagged in the adversarial window: {'yes' if 14 in flagged else 'no'}; "
                    f"clean window: {len(v_clean)} violation(s)")
     return res

@@ -111,17 +111,22 @@ def _is_torch_save_zip(p: Path) -> bool:
 
 
 def _input_size_from_program(ep):
+    """(input_size, layout, fixed_batch) from the exported program's example input."""
+    def static(d):
+        try:
+            return int(d)
+        except Exception:  # noqa: BLE001 - symbolic dimension
+            return None
     try:
         for node in ep.graph.nodes:
             if node.op == "placeholder" and node.name in ep.graph_signature.user_inputs:
-                shape = node.meta["val"].shape
-                if len(shape) == 4:
-                    dims = [int(d) for d in shape]
-                    return (dims[2], dims[3]) if dims[1] in (1, 3) else (dims[1], dims[2]), \
-                        ("NCHW" if dims[1] in (1, 3) else "NHWC")
-    except Exception:  # noqa: BLE001 - symbolic shapes: fall back to the sidecar/overrides
+                dims = [static(d) for d in node.meta["val"].shape]
+                if len(dims) == 4 and None not in dims[1:]:
+                    nchw = dims[1] in (1, 3)
+                    return ((dims[2], dims[3]) if nchw else (dims[1], dims[2])), ("NCHW" if nchw else "NHWC"), dims[0]
+    except Exception:  # noqa: BLE001 - fall back to the sidecar/overrides
         pass
-    return None, None
+    return None, None, None
 
 
 def load(source, **ov) -> TorchModel:
@@ -145,6 +150,7 @@ def load(source, **ov) -> TorchModel:
             except RuntimeError as e:
                 raise ModelLoadError(f"weights {ov['weights']} do not fit {source}: {str(e).splitlines()[0]}") from None
             sidecar = read_sidecar(Path(ov["weights"]))
+        fixed_batch = None
         fmt, sha = "torch", (sha256_of(ov["weights"]) if ov.get("weights") else None)
         extra = {"factory": source}
         fallback_labels = None
@@ -156,13 +162,13 @@ def load(source, **ov) -> TorchModel:
         sidecar = read_sidecar(p)
         sha = sha256_of(p)
         extra = {}
-        layout_default = size_default = None
+        layout_default = size_default = fixed_batch = None
         if p.suffix == ".pt2":
             try:
                 ep = torch.export.load(str(p))
             except Exception as e:  # noqa: BLE001
                 raise ModelLoadError(f"cannot load torch.export program {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-            size_default, layout_default = _input_size_from_program(ep)
+            size_default, layout_default, fixed_batch = _input_size_from_program(ep)
             module, fmt = ep.module(), "torch_export"
         else:
             try:
@@ -195,5 +201,6 @@ def load(source, **ov) -> TorchModel:
     pre = preprocessing_with(defaults, ov)
     m = TorchModel(module, source=source, format=fmt, labels=labels, input_size=input_size, preprocessing=pre,
                    output_kind=ov.get("output_kind") or sidecar.get("output_kind") or "auto", extra_info=extra)
+    m.fixed_batch = fixed_batch
     m.sha256 = sha
     return m

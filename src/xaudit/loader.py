@@ -17,7 +17,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, XauditError
 from .model import Model
 
 TORCH_EXTS = {".pt", ".pth", ".ts", ".jit", ".torchscript"}
@@ -74,6 +74,13 @@ def load_model(source, **overrides) -> Model:
     else:
         from xaudit.adapters import torch as mod
     model = mod.load(source, **overrides)
-    model.check_labels()
-    model.resolve_output_kind()
+    try:
+        model.check_labels()
+        model.resolve_output_kind()
+    except XauditError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the runtime refused a well-formed probe input
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{source}: the model failed on a probe input of the declared shape "
+                             f"{model.input_size} ({model.preprocessing.layout}): {msg}") from None
     return model

@@ -461,7 +461,7 @@ class _Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.cmd = [sys.executable, "-m", "xaudit", "serve", str(model_file), "--host", "127.0.0.1",
                     "--port", str(self.port), "--capture", str(capture), "--sampling-percentage", str(sampling),
-                    "--seed", str(seed), "--endpoint", "signs-demo"]
+                    "--seed", str(seed), "--endpoint", "signs-demo", "--no-track", "-q"]
         self.log_path = log_path
         self.proc = None
 

@@ -94,3 +94,26 @@ def test_tf_unsupported_op_reported(tmp_path):
     gd = convert_variables_to_constants_v2(f.get_concrete_function()).graph.as_graph_def()
     ok, why = check_tf_graph(gd.SerializeToString(), Preprocessing(layout="NHWC"), (8, 8))
     assert not ok and "Cumsum" in why
+
+
+def test_tf_frozen_graph_through_loader(tmp_path):
+    from xaudit.explainers import get_explainer
+    from xaudit.loader import load_model
+    pb = tmp_path / "model.pb"
+    pb.write_bytes(_frozen_graph(seed=1))
+    (tmp_path / "labels.txt").write_text("a\nb\nc\nd\n")
+    m = load_model(str(pb), input_size="32", labels=str(tmp_path / "labels.txt"))
+    assert m.gradients_reachable, m.gradients_reason
+    img = np.random.default_rng(5).random((32, 32, 3), dtype=np.float32)
+    e = get_explainer("fullgrad").explain(m, img)
+    assert e.meta["completeness_error"] <= 1e-4 and e.meta["gradient_source"] == "tf"
+    assert abs(e.target_prob - float(m.predict(img[None])[0].max())) <= 1e-4
+    # a Custom Vision bundle holding a model.pb
+    b = tmp_path / "cvtf"
+    b.mkdir()
+    (b / "model.pb").write_bytes(pb.read_bytes())
+    (b / "labels.txt").write_text("a\nb\nc\nd\n")
+    cv = load_model(str(b), input_size="32")
+    assert cv.gradients_reachable, cv.gradients_reason
+    e2 = get_explainer("fullgrad").explain(cv, img)
+    assert e2.meta["completeness_error"] <= 1e-4

@@ -27,11 +27,11 @@ def test_matches_lime_image_top5_on_20_images(model, images):
     from lime import lime_image
     jac = []
     for i, img in enumerate(images):
-        exp = Lime(seed=i, **SLIC).explain(model, img)
+        exp = Lime(seed=i, num_samples=500, **SLIC).explain(model, img)
         segs = exp.arrays["segments"]
         ref = lime_image.LimeImageExplainer(random_state=i).explain_instance(
             img.astype(np.float64), lambda b: model.predict(b.astype(np.float32)), labels=(exp.target,),
-            top_labels=None, hide_color=None, num_samples=1000, batch_size=100,
+            top_labels=None, hide_color=None, num_samples=500, batch_size=100,
             segmentation_fn=lambda _im: segs, random_seed=i)  # random_seed given: lime draws no seed from its stream
         w = np.zeros(segs.max() + 1)
         for f, v in ref.local_exp[exp.target]:

@@ -5,7 +5,8 @@
 Models: the shipped sign model (``signs.pt`` via ``xaudit.load_model``, 64 px; skipped if
 absent) through its adapter, the same model as ONNX (``signs.onnx``), and a ResNet18-sized
 BatchNorm net at 224 px written here (BasicBlock x [2,2,2,2], widths 64..512, random
-weights). One forward pass = ``model.predict`` on one image. Each explainer time is the
+weights), as an eager module and exported to ONNX (loaded by the ONNX adapter: onnxruntime
+for the forward pass, the native ONNX->torch executor for gradients). One forward pass = ``model.predict`` on one image. Each explainer time is the
 full ``explainer.explain(model, image)`` call (it includes the prediction that picks the
 target). Median of ``--repeats`` (>= 3) runs, side by side in one process. Results:
 ``benchmarks/results/gradients.json``. Target: FullGrad <= 3x one forward pass.
@@ -148,6 +149,24 @@ def main(argv=None):
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
     rows.append(bench_model("resnet18-sized 224px", ModuleModel(net, 224), repeats, ig_steps))
+    try:  # the same net as an ONNX file, through the ONNX adapter and the native executor
+        import io
+        import tempfile
+        import warnings
+
+        from xaudit.loader import load_model
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.zeros(1, 3, 224, 224),), buf, dynamo=False, opset_version=13,
+                              input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / "resnet18.onnx"
+            f.write_bytes(buf.getvalue())
+            m = load_model(str(f), mean="0.485,0.456,0.406", std="0.229,0.224,0.225")
+            rows.append(bench_model("resnet18-sized 224px ONNX", m, repeats, ig_steps))
+    except ImportError as e:
+        print(f"(ONNX row skipped: {e})", file=sys.stderr)
     out = {"threads": a.threads, "repeats": repeats, "torch": torch.__version__, "python": platform.python_version(),
            "machine": platform.machine(), "quick": a.quick, "results": rows,
            "target": "fullgrad ratio_to_forward <= 3"}

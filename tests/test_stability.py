@@ -105,3 +105,33 @@ def test_cli(tmp_path, imgs):
     assert main(["--no-track", "stability", str(onnx_path), str(img_path), "--seeds", "1"]) == 2
     assert main(["--no-track", "stability", str(onnx_path), str(img_path), "--method", "anchors",
                  "--num-samples", "5"]) == 2
+
+
+def test_cli_tracked_with_model_object(tmp_path, imgs, monkeypatch):
+    """The CLI path end to end (progress, files, MLflow parent + one nested run per seed) on a
+    real model object; the loader is bypassed only until xaudit.loader.load_model lands."""
+    from PIL import Image
+    import xaudit.loader
+    from xaudit.cli import main
+    model = TorchBlackBox(train_tiny())
+    monkeypatch.setattr(xaudit.loader, "load_model", lambda src, **kw: model)
+    img_path = tmp_path / "pole.png"
+    Image.fromarray((imgs[1] * 255).round().astype(np.uint8)).save(img_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "out"
+    rc = main(["--tracking-uri", uri, "stability", "m.onnx", str(img_path), "--method", "lime", "--seeds", "1,11,21",
+               "--num-samples", "80", "--segmentation", "slic", "--out", str(out), "--quiet"])
+    assert rc == 0
+    data = json.loads((out / "stability.json").read_text())
+    assert data["seeds"] == [1, 11, 21] and data["method"] == "lime"
+    for f in ("grid.png", "std.png", "seed-1/explanation.json", "seed-21/segments.npy"):
+        assert (out / f).exists(), f
+    from mlflow.tracking import MlflowClient
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.get_experiment_by_name("xaudit")
+    runs = c.search_runs([exp.experiment_id], max_results=50)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    parents = [r for r in runs if not r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and sorted(r.info.run_name for r in children) == ["seed-1", "seed-11", "seed-21"]
+    assert any(k.startswith("topk_jaccard") for k in parents[0].data.metrics)
+    assert all("target_prob" in r.data.metrics for r in children)

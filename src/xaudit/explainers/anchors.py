@@ -171,8 +171,7 @@ class Anchors(Explainer):
     def segments_for(self, x, seed=None):
         p = self._params
         seg_seed, _ = seeds_for(p["seed"] if seed is None else seed, p["vary"], p["fixed_seed"])
-        return segment(x, p["segmentation"], seg_seed, **segmentation_params(p["segmentation"],
-                                                                              p["segmentation_params"]))
+        return segment(x, p["segmentation"], seg_seed, **(p["segmentation_params"] or {}))
 
     def _store(self, model, x, target, segments):
         p = self._params
@@ -296,7 +295,7 @@ class Anchors(Explainer):
                 "precision_samples": cert[1] if cert else int(n[0]), "precision_all_samples": precision_all,
                 "anchor_samples": int(n[0]), "num_superpixels": k, "threshold": thr,
                 "segmentation": p["segmentation"],
-                "segmentation_params": segmentation_params(p["segmentation"], p["segmentation_params"]),
+                "segmentation_params": segmentation_params(p["segmentation"], p["segmentation_params"], segments.shape),
                 "seeds": dict(zip(("segmentation", "sampling"), seeds_for(p["seed"], p["vary"], p["fixed_seed"])))}
         arrays = {"anchor_mask": anchor_mask.astype(bool), "segments": segments.astype(np.int32),
                   "examples": ex_imgs, "examples_hold": ex_hold}

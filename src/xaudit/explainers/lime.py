@@ -132,8 +132,7 @@ class Lime(Explainer):
     def segments_for(self, x, seed=None):
         p = self._params
         seg_seed, _ = seeds_for(p["seed"] if seed is None else seed, p["vary"], p["fixed_seed"])
-        return segment(x, p["segmentation"], seg_seed, **segmentation_params(p["segmentation"],
-                                                                              p["segmentation_params"]))
+        return segment(x, p["segmentation"], seg_seed, **(p["segmentation_params"] or {}))
 
     def masks_for(self, k: int, seed=None) -> np.ndarray:
         p = self._params
@@ -173,7 +172,7 @@ class Lime(Explainer):
         meta = {"r2": r2, "intercept": intercept, "local_pred": local_pred,
                 "num_superpixels": int(data.shape[1]), "top_superpixels": order[:10],
                 "segmentation": p["segmentation"],
-                "segmentation_params": segmentation_params(p["segmentation"], p["segmentation_params"]),
+                "segmentation_params": segmentation_params(p["segmentation"], p["segmentation_params"], segments.shape),
                 "seeds": dict(zip(("segmentation", "sampling"), seeds_for(p["seed"], p["vary"], p["fixed_seed"])))}
         return Attribution(att, meta=meta, arrays={"weights": weights.astype(np.float32),
                                                    "segments": segments.astype(np.int32)})

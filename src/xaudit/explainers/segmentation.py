@@ -33,11 +33,18 @@ _CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
 _CACHE_SIZE = 64
 
 
-def segmentation_params(method: str, params: dict | None = None) -> dict:
-    """Defaults of ``method`` updated by ``params`` (unknown keys rejected)."""
+SMALL_SIDE = 128   # below this, quickshift's kernel_size default is 2 instead of lime's 4
+
+
+def segmentation_params(method: str, params: dict | None = None, shape=None) -> dict:
+    """Defaults of ``method`` updated by ``params`` (unknown keys rejected). With ``shape``
+    (H, W, ...) and quickshift on an image smaller than 128 px whose ``kernel_size`` is not
+    given, the default kernel_size is 2: lime's 4 yields only 3-8 superpixels at 64 px."""
     if method not in SEGMENTATIONS:
         raise XauditError(f"unknown segmentation {method!r}: choose one of {', '.join(SEGMENTATIONS)}")
     out = dict(DEFAULTS[method])
+    if method == "quickshift" and shape is not None and min(shape[:2]) < SMALL_SIDE:
+        out["kernel_size"] = 2
     for k, v in (params or {}).items():
         if v is None:
             continue
@@ -70,7 +77,7 @@ def segment(image, method: str = "quickshift", seed: int | None = 0, **params) -
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[-1] != 3:
         raise XauditError(f"segmentation expects an (H, W, 3) image, got shape {img.shape}")
-    p = segmentation_params(method, params)
+    p = segmentation_params(method, params, img.shape)
     key = _key(img, method, p, seed if method == "quickshift" else None)
     hit = _CACHE.get(key)
     if hit is not None:

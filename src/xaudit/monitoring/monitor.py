@@ -15,12 +15,13 @@ Without a baseline:
 With a baseline, the drift tests share ``alpha`` by Bonferroni weights so that the
 family-wise false-alarm rate stays <= alpha (see docs/monitoring.md for the simulation):
 
-* ``class_shift`` (0.5 alpha): one-sided exact binomial test per class of "predicted more
-  often than in the baseline" (smoothed baseline share), Bonferroni over classes. This
-  is the test that localises an adversarial push to one class.
-* ``chi_square`` (0.2 alpha): goodness of fit of the class counts to the baseline shares,
-  classes with expected count < 5 pooled.
-* ``bbsd`` (0.2 alpha): two-sample KS per softmax dimension against the baseline's
+* ``class_shift`` (0.6 alpha): per class, exact conditional one-sided test of "predicted
+  more often than in the baseline" (k_w ~ Binomial(k_w + k_b, n / (n + N)) given the
+  class's total over window and baseline), Bonferroni over classes. This is the test that
+  localises an adversarial push to one class.
+* ``chi_square`` (0.15 alpha): chi-square test of homogeneity of window and baseline class
+  counts (2 x bins; classes pooled until every expected window count is >= 5).
+* ``bbsd`` (0.15 alpha): two-sample KS per softmax dimension against the baseline's
   softmax sample, Bonferroni over dimensions (window rows are a seeded reservoir sample
   of at most 5 000 per window).
 * ``low_confidence`` (0.1 alpha): exact binomial test of the low-confidence rate against
@@ -44,7 +45,7 @@ from ..errors import BaselineError, CaptureFormatError, XauditError
 from . import stats as S
 from .baseline import CONF_BINS, Baseline, calibrated_confidence
 
-WEIGHTS = {"class_shift": 0.5, "chi_square": 0.2, "bbsd": 0.2, "low_confidence": 0.1}
+WEIGHTS = {"class_shift": 0.6, "chi_square": 0.15, "bbsd": 0.15, "low_confidence": 0.1}
 RESERVOIR = 5000
 MAX_WINDOWS = 100_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -90,15 +91,18 @@ class WindowAcc:
         if calibration is not None:
             self.cbpe_sum += float(calibrated_confidence(calibration, maxp).sum())
         if self.reservoir is None:
-            self.reservoir = np.zeros((min(RESERVOIR, 64), self.num_classes), np.float32)
-        for row in probs:  # Algorithm R, seeded
-            if self.seen < RESERVOIR:
-                if self.seen >= len(self.reservoir):
-                    grow = np.zeros((min(RESERVOIR, 2 * len(self.reservoir)), self.num_classes), np.float32)
-                    grow[: len(self.reservoir)] = self.reservoir
-                    self.reservoir = grow
-                self.reservoir[self.seen] = row
-            else:
+            self.reservoir = np.zeros((min(RESERVOIR, max(64, len(probs))), self.num_classes), np.float32)
+        fill = max(0, min(len(probs), RESERVOIR - self.seen))
+        if fill:  # reservoir not full yet: bulk copy
+            need = self.seen + fill
+            if need > len(self.reservoir):
+                grow = np.zeros((min(RESERVOIR, max(need, 2 * len(self.reservoir))), self.num_classes), np.float32)
+                grow[: len(self.reservoir)] = self.reservoir
+                self.reservoir = grow
+            self.reservoir[self.seen:need] = probs[:fill]
+            self.seen = need
+        for row in probs[fill:]:  # Algorithm R, seeded
+            if True:
                 j = int(self.rng.integers(0, self.seen + 1))
                 if j < RESERVOIR:
                     self.reservoir[j] = row
@@ -171,8 +175,8 @@ def evaluate_window(acc: WindowAcc | None, window: tuple, cfg: MonitorConfig, ba
     if lc_v:
         viol.append(_v("low_confidence", window, None, labels, lc / n, lc_thr, lc, n, lc_p))
     if baseline is not None:
-        p0 = S.smoothed_shares(baseline.counts)
-        pc = S.binom_greater_p(counts, n, p0)
+        p0 = baseline.shares
+        pc = S.class_excess_pvalues(counts, baseline.counts)
         padj = np.minimum(1.0, pc * len(counts))
         level = a * WEIGHTS["class_shift"]
         flagged = np.where((padj < level) & (counts / n > p0))[0]
@@ -181,12 +185,13 @@ def evaluate_window(acc: WindowAcc | None, window: tuple, cfg: MonitorConfig, ba
         for i in flagged:
             viol.append(_v("class_shift", window, i, labels, float(counts[i] / n), float(p0[i]), counts[i], n,
                            float(padj[i]), baseline_share=float(baseline.shares[i])))
-        chi = S.chi_square(counts, p0)
+        chi = S.chi_square_homogeneity(counts, baseline.counts)
         level = a * WEIGHTS["chi_square"]
         chi_v = chi["p_value"] is not None and chi["p_value"] < level
         checks["chi_square"] = {**chi, "level": level, "violation": bool(chi_v)}
         if chi_v:
-            resid = (counts - n * p0) / np.sqrt(n * p0)
+            p0s = S.smoothed_shares(baseline.counts)
+            resid = (counts - n * p0s) / np.sqrt(n * p0s)
             c = int(resid.argmax())
             viol.append(_v("chi_square", window, c, labels, chi["statistic"], level, counts[c], n, chi["p_value"],
                            df=chi["df"]))
@@ -275,9 +280,9 @@ def run_monitor(capture, baseline: Baseline | None = None, cfg: MonitorConfig | 
         lab = getattr(rec, "labels", None)
         if lab:
             seen_labels.update(lab)
-    if stats.lines == 0:
+    if stats.lines == 0 and stats.files_pruned == 0:
         raise CaptureFormatError(f"capture is empty: {stats.files} file(s) under {capture} hold no records")
-    if stats.records == 0 and stats.outside_window == 0:
+    if stats.records == 0 and stats.outside_window == 0 and stats.files_pruned == 0:
         raise CaptureFormatError(f"capture has no valid records ({stats.malformed} malformed: "
                                  f"{dict(stats.malformed_reasons)})")
     if labels is None and seen_labels and num_classes:

@@ -34,9 +34,11 @@ def draw(n: int, shares: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 def shifted(shares: np.ndarray, target: int, mass: float = 0.1) -> np.ndarray:
-    """Move ``mass`` of probability to class ``target`` (others scaled down)."""
-    s = shares * (1 - mass)
-    s[target] += mass
+    """Raise class ``target``'s share by ``mass`` (others scaled down proportionally)."""
+    s = shares.astype(np.float64).copy()
+    rest = 1 - s[target]
+    s = s * (rest - mass) / rest
+    s[target] = shares[target] + mass
     return s
 
 

@@ -1,0 +1,61 @@
+"""baseline + audit commands end to end on a real ONNX model and a real capture."""
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import numpy as np
+from PIL import Image
+
+import _monitor_helpers as h
+from xaudit.capture import CaptureWriter
+from xaudit.serve import format_prediction
+
+
+def cli(*argv):
+    return subprocess.run([sys.executable, "-m", "xaudit", "--no-track", "--quiet", *map(str, argv)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_baseline_then_audit(tmp_path):
+    mf = h.make_onnx(tmp_path / "m.onnx")
+    labels = mf.with_suffix(".labels.txt")
+    model = h.load(mf)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    imgs = h.images(120, seed=1)
+    preds = model.predict(model.preprocess_batch(list(imgs))).argmax(1)
+    rows = []
+    for i, im in enumerate(imgs):
+        Image.fromarray(im).save(ref / f"{i:03d}.png")
+        rows.append(f"{i:03d}.png,{preds[i] if i % 5 else (preds[i] + 1) % h.NCLS}")
+    (ref / "labels.csv").write_text("image,label\n" + "\n".join(rows) + "\n")
+    r = cli("baseline", mf, ref, "--labels", labels, "--labels-csv", ref / "labels.csv", "--out", tmp_path / "b.json")
+    assert r.returncode == 0, r.stderr
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert b["model"]["num_classes"] == h.NCLS and b["model"]["sha256"] and b["n"] == 120
+    assert abs(b["calibration"]["reference_accuracy"] - 0.8) < 1e-9
+    # capture: images of the class with most examples, pushed to one class
+    target = int(np.bincount(preds, minlength=h.NCLS).argmax())
+    w = CaptureWriter(tmp_path / "cap", "ep")
+    pool = [im for im, p in zip(h.images(600, seed=9), model.predict(
+        model.preprocess_batch(list(h.images(600, seed=9)))).argmax(1)) if p == target][:40]
+    from xaudit.images import encode_png
+    for im in pool:
+        x = model.preprocess(im)
+        w.capture(encode_png(x), "image/png", json.dumps(format_prediction(model, model.predict(x)[0])))
+    w.close()
+    out = tmp_path / "audit"
+    r = cli("audit", tmp_path / "cap", "--model", mf, "--labels", labels, "--baseline", tmp_path / "b.json",
+            "--explain", "2", "--references", "2", "--method", "occlusion", "--out", out)
+    assert r.returncode == 3, r.stdout + r.stderr
+    a = json.loads((out / "audit.json").read_text())
+    cls = [c for c in a["classes"] if c["class_index"] == target]
+    assert cls and len(cls[0]["captured"]) == 2 and len(cls[0]["reference"]) == 2
+    assert (out / "audit.png").stat().st_size > 1000
+    assert (out / "violations.json").exists() and (out / "report.png").exists()
+    assert list((out / f"class_{target}" / "captured_00").glob("attribution.npy"))
+    # another model's baseline -> exit 2
+    other = h.make_onnx(tmp_path / "o.onnx", n_classes=3)
+    r = cli("audit", tmp_path / "cap", "--model", other, "--baseline", tmp_path / "b.json", "--out", out)
+    assert r.returncode == 2

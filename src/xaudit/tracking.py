@@ -542,12 +542,44 @@ def _write_markers(run: Run, tracking_uri: str, experiment: str):
         _write_markers(c, tracking_uri, experiment)
 
 
-def flush(run: Run, tracking_uri: str, experiment: str):
+class _Warmup:
+    """Open the store (import mlflow, create/migrate a new sqlite database, find or create the
+    experiment) in a background thread while the command works; :func:`flush` then reuses it.
+    A brand-new sqlite store takes MLflow ~5-10 s of schema migrations on this class of
+    machine: paid in parallel instead of at the end. Any failure is left for flush to redo
+    (and report) in the foreground."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        import threading
+        self.uri, self.experiment = tracking_uri, experiment
+        self.client = self.eid = None
+        self.thread = threading.Thread(target=self._work, name="xaudit-mlflow-warmup", daemon=True)
+        self.thread.start()
+
+    def _work(self):
+        try:
+            import warnings
+            with warnings.catch_warnings(), _quiet_logs():
+                warnings.simplefilter("ignore")
+                client = get_client(self.uri)
+                eid = ensure_experiment(client, self.experiment)
+            self.client, self.eid = client, eid
+        except BaseException:  # noqa: BLE001 - flush redoes it and reports
+            pass
+
+    def result(self, timeout: float = 120.0):
+        self.thread.join(timeout)
+        return (self.client, self.eid) if not self.thread.is_alive() else (None, None)
+
+
+def flush(run: Run, tracking_uri: str, experiment: str, warmup: "_Warmup | None" = None):
     """Write a recorded top-level run (and its children) to the store; TrackingError on failure."""
     try:
         with _bounded_http(tracking_uri), _quiet_logs():
-            client = get_client(tracking_uri)
-            eid = ensure_experiment(client, experiment)
+            client, eid = warmup.result() if warmup is not None else (None, None)
+            if client is None:
+                client = get_client(tracking_uri)
+                eid = ensure_experiment(client, experiment)
             _write_run(client, eid, run, None)
     except TrackingError:
         raise
@@ -574,6 +606,8 @@ def _top_level(name: str, experiment: str, tracking_uri: str | None, params=None
     uri = resolve_tracking_uri(tracking_uri)
     reason = probe(uri)
     run = Run(name, params=params, tags=tags, recording=reason is None)
+    # only for sqlite stores (slow to create; a server or file store opens quickly)
+    warmup = _Warmup(uri, experiment) if reason is None and uri.startswith("sqlite:") else None
     run.tracking_uri = uri
     token = _ACTIVE.set(run)
     status = "FINISHED"
@@ -597,7 +631,7 @@ def _top_level(name: str, experiment: str, tracking_uri: str | None, params=None
                 print(f"xaudit: warning: {_unreachable_message(uri, reason)}", file=sys.stderr)
             else:
                 try:
-                    flush(run, uri, experiment)
+                    flush(run, uri, experiment, warmup)
                 except TrackingError as e:
                     if exc is None:
                         raise

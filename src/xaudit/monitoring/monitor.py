@@ -15,16 +15,16 @@ Without a baseline:
 With a baseline, the drift tests share ``alpha`` by Bonferroni weights so that the
 family-wise false-alarm rate stays <= alpha (see docs/monitoring.md for the simulation):
 
-* ``class_shift`` (0.6 alpha): per class, exact conditional one-sided test of "predicted
+* ``class_shift`` (0.8 alpha): per class, exact conditional one-sided test of "predicted
   more often than in the baseline" (k_w ~ Binomial(k_w + k_b, n / (n + N)) given the
   class's total over window and baseline), Bonferroni over classes. This is the test that
   localises an adversarial push to one class.
-* ``chi_square`` (0.15 alpha): chi-square test of homogeneity of window and baseline class
+* ``chi_square`` (0.1 alpha): chi-square test of homogeneity of window and baseline class
   counts (2 x bins; classes pooled until every expected window count is >= 5).
-* ``bbsd`` (0.15 alpha): two-sample KS per softmax dimension against the baseline's
+* ``bbsd`` (0.05 alpha): two-sample KS per softmax dimension against the baseline's
   softmax sample, Bonferroni over dimensions (window rows are a seeded reservoir sample
   of at most 5 000 per window).
-* ``low_confidence`` (0.1 alpha): exact binomial test of the low-confidence rate against
+* ``low_confidence`` (0.05 alpha): exact binomial test of the low-confidence rate against
   the baseline's rate (one-sided, higher).
 * ``class_share`` keeps its absolute rule (it is the user's threshold, not a drift test).
 * ``cbpe`` (when the baseline is calibrated): estimated accuracy = mean calibrated
@@ -45,8 +45,9 @@ from ..errors import BaselineError, CaptureFormatError, XauditError
 from . import stats as S
 from .baseline import CONF_BINS, Baseline, calibrated_confidence
 
-WEIGHTS = {"class_shift": 0.6, "chi_square": 0.15, "bbsd": 0.15, "low_confidence": 0.1}
+WEIGHTS = {"class_shift": 0.8, "chi_square": 0.1, "bbsd": 0.05, "low_confidence": 0.05}
 RESERVOIR = 5000
+BUFFER = 256
 MAX_WINDOWS = 100_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -252,6 +253,7 @@ def run_monitor(capture, baseline: Baseline | None = None, cfg: MonitorConfig | 
     labels = list(baseline.labels) if baseline is not None and baseline.labels else None
     seen_labels: dict = {}
     accs: dict[int, WindowAcc] = {}
+    pending: dict[int, list] = {}
     num_classes = baseline.num_classes if baseline is not None else None
     origin = start or EPOCH
     wsec = width.total_seconds() if width else None
@@ -276,10 +278,18 @@ def run_monitor(capture, baseline: Baseline | None = None, cfg: MonitorConfig | 
         acc = accs.get(idx)
         if acc is None:
             acc = accs[idx] = WindowAcc(num_classes, seed=cfg.seed + idx)
-        acc.add(probs, cfg.low_confidence, calibration)
+            pending[idx] = []
+        buf = pending[idx]
+        buf.append(probs)
+        if len(buf) >= BUFFER:  # vectorised accumulation in blocks (memory bounded per window)
+            acc.add(np.concatenate(buf), cfg.low_confidence, calibration)
+            buf.clear()
         lab = getattr(rec, "labels", None)
         if lab:
             seen_labels.update(lab)
+    for idx, buf in pending.items():
+        if buf:
+            accs[idx].add(np.concatenate(buf), cfg.low_confidence, calibration)
     if stats.lines == 0 and stats.files_pruned == 0:
         raise CaptureFormatError(f"capture is empty: {stats.files} file(s) under {capture} hold no records")
     if stats.records == 0 and stats.outside_window == 0 and stats.files_pruned == 0:

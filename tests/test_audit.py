@@ -59,3 +59,21 @@ def test_baseline_then_audit(tmp_path):
     other = h.make_onnx(tmp_path / "o.onnx", n_classes=3)
     r = cli("audit", tmp_path / "cap", "--model", other, "--baseline", tmp_path / "b.json", "--out", out)
     assert r.returncode == 2
+
+
+def test_adversarial_scenario_pipeline(tmp_path):
+    """The scenario core on a small real ONNX model: DeepFool to class 1, serve with 50 %
+    capture, monitor flags class 1 only in the adversarial window, audit runs."""
+    from xaudit.monitoring.scenario import run_scenario
+    mf = h.make_onnx(tmp_path / "m.onnx")
+    m = h.load(mf)
+    imgs = h.images(200, seed=3)
+    labels = m.predict(m.preprocess_batch(list(imgs))).argmax(1)
+    masks = np.zeros((200, h.SIZE, h.SIZE), bool)
+    masks[:, 4:12, 4:12] = True
+    r = run_scenario(mf, tmp_path / "out", imgs, labels, masks, h.images(100, seed=4), target=1, n_clean=80,
+                     n_mixed=120, explain=2, say=lambda *a: None)
+    assert r["attack"]["success_rate"] > 0.7  # a 3-feature colour model cannot always be pushed
+    assert r["monitor"]["adversarial"]["target_flagged"] and not r["monitor"]["clean"]["target_flagged"]
+    assert r["monitor"]["adversarial"]["exit_code"] == 3 and r["audit_exit_code"] == 3
+    assert r["pass"] and (tmp_path / "out" / "audit" / "audit.png").exists()

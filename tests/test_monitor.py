@@ -157,3 +157,38 @@ def test_memory_flat_streaming(tmp_path):
     for _ in range(30):
         acc.add(rng.dirichlet(np.ones(3), size=1000), 0.5)
     assert acc.n == 30000 and acc.sample().shape == (RESERVOIR, 3)
+
+
+def test_monitor_logs_to_mlflow(tmp_path):
+    """Real sqlite MLflow store: per-window metrics with step = window index, artifacts, tag."""
+    from mlflow.tracking import MlflowClient
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    bpath, _ = _baseline(tmp_path)
+    rng = np.random.default_rng(2)
+    sh = np.full(43, 1 / 43)
+    cap = tmp_path / "cap"
+    sy.write_capture(cap, sy.draw(200, sh, rng)[1], start=T0, step_seconds=10)
+    sy.write_capture(cap, sy.draw(200, sy.shifted(sh, 14, 0.7), rng)[1], start=T0 + timedelta(hours=1),
+                     step_seconds=10)
+    r = subprocess.run([sys.executable, "-m", "xaudit", "--quiet", "--tracking-uri", uri, "--experiment", "mon",
+                        "monitor", str(cap), "--baseline", str(bpath), "--window", "1h", "--out",
+                        str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3, r.stderr
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.get_experiment_by_name("mon")
+    (run,) = c.search_runs([exp.experiment_id])
+    assert run.data.tags["violation"] == "yes" and "14" in run.data.tags["violation.classes"]
+    hist = sorted((m.step, m.value) for m in c.get_metric_history(run.info.run_id, "count.class_14"))
+    assert [s for s, _ in hist] == [0, 1] and hist[1][1] > hist[0][1]
+    assert [m.value for m in sorted(c.get_metric_history(run.info.run_id, "class_shift.violation"),
+                                    key=lambda m: m.step)] == [0.0, 1.0]
+    arts = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"statistics.json", "violations.json", "report.png"} <= arts
+
+
+def test_s3_url_without_s3fs_is_a_clean_error(tmp_path):
+    import importlib.util
+    if importlib.util.find_spec("s3fs") is not None:
+        pytest.skip("s3fs installed")
+    r = cli("monitor", "s3://bucket/prefix", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "s3" in r.stderr.lower()

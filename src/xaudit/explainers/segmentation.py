@@ -118,8 +118,10 @@ def compose(image: np.ndarray, replacement: np.ndarray, segments: np.ndarray, on
     else takes ``replacement`` (an (H,W,3) image or an (N,H,W,3) batch)."""
     on = np.asarray(on, dtype=bool)
     keep = on[:, segments]                       # (N, H, W)
-    rep = replacement if replacement.ndim == 4 else replacement[None]
-    return np.where(keep[..., None], image[None], rep).astype(np.float32, copy=False)
+    out = np.empty((len(on), *np.shape(image)), np.float32)
+    out[:] = replacement                          # (H,W,3) broadcast or (N,H,W,3)
+    np.copyto(out, image, where=keep[..., None])
+    return out
 
 
 def paint(values: np.ndarray, segments: np.ndarray) -> np.ndarray:

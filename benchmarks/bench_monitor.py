@@ -3,7 +3,7 @@
 loopback vs direct ``predict``.
 
     python benchmarks/bench_monitor.py [--quick]
-Result: benchmarks/results/monitor.json
+Result: benchmarks/results/monitor.json (+ monitor_simulation.json without --quick)
 """
 from __future__ import annotations
 
@@ -127,6 +127,14 @@ def main():
     args = ap.parse_args()
     sizes = [10**4, 10**5] if args.quick else [10**4, 10**5, 10**6]
     res = {"monitor": bench_monitor(sizes), "serve": bench_serve(500 if args.quick else 2000)}
+    if not args.quick:  # false-alarm rate / power simulation (also asserted in tests/test_monitor.py)
+        from xaudit.monitoring.simulation import simulate
+        sim = {k: simulate(windows=1000, imbalanced=k == "imbalanced") for k in ("uniform", "imbalanced")}
+        (HERE / "results" / "monitor_simulation.json").write_text(json.dumps(sim, indent=1))
+        for k, r in sim.items():
+            print(f"simulation ({k} baseline): false alarms "
+                  + ", ".join(f"n={x['n']}: {x['rate']:.3f}" for x in r["false_alarm"])
+                  + "; power " + ", ".join(f"n={x['n']}: {x['rate']:.3f}" for x in r["power"]))
     rss = [r["peak_rss_mb"] for r in res["monitor"]]
     res["memory_flat"] = {"peak_rss_mb": rss, "growth_mb": rss[-1] - rss[0]}
     out = HERE / "results" / "monitor.json"

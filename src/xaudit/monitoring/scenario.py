@@ -26,7 +26,8 @@ def targeted_deepfool(model, images_uint8, target: int, overshoot: float = 0.02,
     at each step linearise g = logit_target - logit_current at x and take the minimal L2
     step that crosses g = 0, times (1 + overshoot). Works on the canonical RGB [0,1] view
     through ``model.differentiable()``; stops per image once its 8-bit (PNG) quantised
-    version is classified as ``target``. Deterministic.
+    version is classified as ``target`` (the overshoot of an image grows by 1.5x + 0.05
+    while its float point is across but its 8-bit version is not). Deterministic.
     Returns (adversarial uint8 (N,H,W,3), success bool (N,), L2 norms of the perturbation
     in [0,1] units (N,), L-inf norms (N,))."""
     import torch
@@ -34,16 +35,18 @@ def targeted_deepfool(model, images_uint8, target: int, overshoot: float = 0.02,
     out, ok = [], []
     for s in range(0, len(images_uint8), batch):
         x0 = torch.from_numpy(np.asarray(images_uint8[s:s + batch], np.float32) / 255.0)
-        x = x0.clone()
         done = torch.zeros(len(x0), dtype=torch.bool)
         r_tot = torch.zeros_like(x0)
+        # per-image overshoot: grows while the float point is across the boundary but its
+        # 8-bit quantisation falls back (DeepFool's steps end right at the boundary)
+        os_ = torch.full((len(x0), 1, 1, 1), float(overshoot))
         for _ in range(max_iter):
-            xq = torch.clamp(torch.round((x0 + (1 + overshoot) * r_tot) * 255) / 255, 0, 1)
+            xq = torch.clamp(torch.round((x0 + (1 + os_) * r_tot) * 255) / 255, 0, 1)
             with torch.no_grad():
                 done = diff.logits(xq).argmax(1) == target
             if bool(done.all()):
                 break
-            xv = torch.clamp(x0 + (1 + overshoot) * r_tot, 0, 1).requires_grad_(True)
+            xv = torch.clamp(x0 + (1 + os_) * r_tot, 0, 1).requires_grad_(True)
             logits = diff.logits(xv)
             cur = logits.detach().clone()
             cur[:, target] = -np.inf
@@ -51,11 +54,13 @@ def targeted_deepfool(model, images_uint8, target: int, overshoot: float = 0.02,
             g = logits[:, target] - logits.gather(1, k[:, None])[:, 0]
             (grad,) = torch.autograd.grad(g.sum(), xv)
             with torch.no_grad():
+                crossed = (g.detach() >= 0) & ~done
+                os_ = torch.where(crossed[:, None, None, None], os_ * 1.5 + 0.05, os_)
                 norm2 = (grad ** 2).flatten(1).sum(1).clamp_min(1e-12)
                 step = ((-g.detach()).clamp_min(0) + 1e-4) / norm2
                 r = step[:, None, None, None] * grad
                 r_tot = torch.where(done[:, None, None, None], r_tot, r_tot + r)
-        xa = torch.clamp(torch.round((x0 + (1 + overshoot) * r_tot) * 255) / 255, 0, 1)
+        xa = torch.clamp(torch.round((x0 + (1 + os_) * r_tot) * 255) / 255, 0, 1)
         with torch.no_grad():
             done = diff.logits(xa).argmax(1) == target
         out.append(np.round(xa.numpy() * 255).astype(np.uint8))

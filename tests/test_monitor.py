@@ -57,7 +57,7 @@ def test_low_confidence_rule():
 
 def test_false_alarm_rate_and_power_by_simulation():
     from xaudit.monitoring.simulation import simulate
-    r = simulate(sizes=(50, 100, 500, 1000), power_sizes=(100, 200), windows=500, seed=0)
+    r = simulate(sizes=(50, 100, 500, 1000), power_sizes=(100, 200), windows=1000, seed=0)
     for row in r["false_alarm"]:
         assert row["rate"] <= 0.05, row
     pw = {row["n"]: row["rate"] for row in r["power"]}

@@ -77,3 +77,27 @@ def test_adversarial_scenario_pipeline(tmp_path):
     assert r["monitor"]["adversarial"]["target_flagged"] and not r["monitor"]["clean"]["target_flagged"]
     assert r["monitor"]["adversarial"]["exit_code"] == 3 and r["audit_exit_code"] == 3
     assert r["pass"] and (tmp_path / "out" / "audit" / "audit.png").exists()
+
+
+def test_baseline_from_capture_window(tmp_path):
+    mf = h.make_onnx(tmp_path / "m.onnx")
+    model = h.load(mf)
+    from datetime import timedelta
+    t0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+    w = CaptureWriter(tmp_path / "cap", "ep")
+    for i, im in enumerate(h.images(60, seed=4)):
+        x = model.preprocess(im)
+        t = t0 + timedelta(minutes=i)
+        from xaudit.capture import make_record
+        w.write_record(make_record(b"x", "image/png", json.dumps(format_prediction(model, model.predict(x)[0])),
+                                   inference_time=t), t)
+    w.close()
+    r = cli("baseline", mf, "--from-capture", tmp_path / "cap", "--start", "2026-11-22T10:00:00Z",
+            "--end", "2026-11-22T10:30:00Z", "--out", tmp_path / "b.json")
+    assert r.returncode == 0, r.stderr
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert b["n"] == 30 and b["source"]["kind"] == "capture" and len(b["softmax_samples"]) == 30
+    assert sum(len(v) for v in b["per_class_softmax"].values()) <= 30
+    for argv in (["--start", "noon"], ["--start", "2027-01-01T00:00:00Z", "--end", "2027-01-02T00:00:00Z"]):
+        r = cli("baseline", mf, "--from-capture", tmp_path / "cap", *argv, "--out", tmp_path / "c.json")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr

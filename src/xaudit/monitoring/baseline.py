@@ -20,6 +20,7 @@ FORMAT = "xaudit-baseline/1"
 CONF_BINS = np.linspace(0.0, 1.0, 21)
 MAX_SAMPLES = 2000
 MAX_EXAMPLES = 8
+MAX_PER_CLASS = 20
 
 
 def low_confidence_mask(probs: np.ndarray, level: float = 0.5) -> np.ndarray:
@@ -83,6 +84,8 @@ def build_baseline(probs: np.ndarray, *, model_info: dict, source: dict, labels=
         "low_confidence": {"level": float(low_confidence),
                            "rate": float(low_confidence_mask(probs, low_confidence).mean())},
         "softmax_samples": np.round(probs[take], 6).tolist(),
+        "per_class_softmax": {str(k): np.round(probs[np.flatnonzero(pred == k)[:MAX_PER_CLASS]], 5).tolist()
+                              for k in range(c) if counts[k]},
         "examples": {str(k): v[:MAX_EXAMPLES] for k, v in (examples or {}).items()},
         "calibration": None,
     }

@@ -86,7 +86,6 @@ def log_monitor(run, result, out_dir):
     """MLflow: per-class counts, check statistics and p-values as metrics (step = window
     index), violations.json / statistics.json / report.png as artifacts, tag violation."""
     from pathlib import Path
-    labels = result.labels
     for w in result.windows:
         step = w["index"]
         m = {"window.total": w["total"], "window.no_data": float(w["status"] == "no data")}
@@ -113,7 +112,6 @@ def log_monitor(run, result, out_dir):
     run.set_tags({"violation": "yes" if result.violations else "no",
                   "violation.classes": ",".join(sorted({str(v["class_index"]) for v in result.violations
                                                         if v["class_index"] is not None})) or "-"})
-    del labels
 
 
 def run(args) -> int:

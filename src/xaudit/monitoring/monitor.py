@@ -102,12 +102,12 @@ class WindowAcc:
                 self.reservoir = grow
             self.reservoir[self.seen:need] = probs[:fill]
             self.seen = need
-        for row in probs[fill:]:  # Algorithm R, seeded
-            if True:
-                j = int(self.rng.integers(0, self.seen + 1))
-                if j < RESERVOIR:
-                    self.reservoir[j] = row
-            self.seen += 1
+        rest = probs[fill:]
+        if len(rest):  # Algorithm R (seeded), vectorised draws; sequential replacement order kept
+            js = self.rng.integers(0, self.seen + 1 + np.arange(len(rest)))
+            for row, j in zip(rest[js < RESERVOIR], js[js < RESERVOIR]):
+                self.reservoir[j] = row
+            self.seen += len(rest)
 
     def sample(self) -> np.ndarray:
         return self.reservoir[: min(self.seen, RESERVOIR)] if self.reservoir is not None else \

@@ -83,7 +83,7 @@ class TorchBlackBox(Model):
     def __init__(self, module, input_size=(SIZE, SIZE), labels=("hstripes", "vstripes", "checks")):
         self.module = module.eval()
         self._setup(source="<tiny texture net>", labels=list(labels), input_size=input_size,
-                    preprocessing=Preprocessing(), output_kind="logits", batch_size=256)
+                    preprocessing=Preprocessing(), output_kind="logits", batch_size=64)
 
     def _forward_native(self, native):
         with torch.no_grad():

@@ -669,6 +669,9 @@ def command_run(args, command: str, model=None, params=None, tags=None):
     mname = _model_name(model)
     parent = _ACTIVE.get()
     if parent is not None:
+        # nested (demo): tell sibling runs apart by their output folder when there is no model
+        if not mname and getattr(args, "out", None):
+            mname = f"({Path(str(args.out)).name})"
         name = f"{command} {mname}".strip()
         with parent.child(name, params=all_params, tags=all_tags) as sub:
             yield sub

@@ -178,9 +178,12 @@ def mask_share(attribution, mask) -> float:
 def run_scenario(model_source, out_dir, images, labels, masks, reference_images, target: int = 14,
                  n_clean: int = 200, n_mixed: int = 400, adversarial_share: float = 0.8, sampling: int = 50,
                  explain: int = 5, method: str = "fullgrad", seed: int = 0, say=print, serve_extra=(),
-                 model_options=()) -> dict:
+                 model_options=(), track: bool = False) -> dict:
     """Run the whole story; returns (and writes ``out_dir/adversarial_drift.json``) the numbers.
-    ``images`` (N,H,W,3) uint8 with ``labels`` and ``masks`` (N,H,W) bool, N >= n_clean + n_mixed."""
+    ``images`` (N,H,W,3) uint8 with ``labels`` and ``masks`` (N,H,W) bool, N >= n_clean + n_mixed.
+    ``track``: the monitor and audit commands log their MLflow runs (nested under an active
+    run, e.g. ``xaudit demo``'s); default untracked."""
+    nt = [] if track else ["--no-track"]
     from ..capture import iter_records
     from ..explainers import explain as explain_fn
     from ..loader import load_model
@@ -234,7 +237,7 @@ def run_scenario(model_source, out_dir, images, labels, masks, reference_images,
     mon = {}
     for name, (s, e) in {"clean": (t_clean, t_mixed), "adversarial": (t_mixed, t_end)}.items():
         d = out / f"monitor-{name}"
-        rc = cli_main(["--no-track", "--quiet", "monitor", str(capture), "--baseline", str(base), "--start", _iso(s),
+        rc = cli_main([*nt, "--quiet", "monitor", str(capture), "--baseline", str(base), "--start", _iso(s),
                        "--end", _iso(e), "--out", str(d)])
         st = json.loads((d / "statistics.json").read_text())
         viol = json.loads((d / "violations.json").read_text())
@@ -249,7 +252,7 @@ def run_scenario(model_source, out_dir, images, labels, masks, reference_images,
         say(f"monitor {name} window: class {target} predicted in {mon[name]['target_count']} of {w['total']}; "
             f"exit {rc}; {'FLAGGED' if mon[name]['target_flagged'] else 'not flagged'} "
             f"({', '.join(sorted({v['check'] for v in viol})) or 'no violation'})")
-    rc_audit = cli_main(["--no-track", "--quiet", "audit", str(capture), "--model", str(model_source),
+    rc_audit = cli_main([*nt, "--quiet", "audit", str(capture), "--model", str(model_source),
                          "--baseline", str(base), "--start", _iso(t_mixed), "--end", _iso(t_end),
                          "--explain", str(explain), "--method", method, "--out", str(out / "audit"),
                          *model_options])

@@ -165,7 +165,10 @@ def _fig_bytes(fig) -> bytes:
 # ----------------------------------------------------------------------------- charts
 def violations_chart(violations: list[dict]) -> bytes | None:
     """Horizontal bars: each violation's value with its threshold marked."""
-    rows = [v for v in violations if isinstance(v, dict) and isinstance(v.get("value"), (int, float))]
+    # shares and rates (0..1) only: test statistics live on other scales (they stay in the table)
+    rows = [v for v in violations if isinstance(v, dict) and isinstance(v.get("value"), (int, float))
+            and 0 <= v["value"] <= 1 and (not isinstance(v.get("threshold"), (int, float)) or 0 <= v["threshold"] <= 1)
+            and v.get("check") not in ("chi_square", "bbsd")]
     if not rows:
         return None
     rows = rows[:20]
@@ -190,7 +193,8 @@ def violations_chart(violations: list[dict]) -> bytes | None:
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("value (share, rate or statistic)")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share / rate")
     ax.set_title("Monitoring violations: observed value vs threshold", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="x", alpha=.3)

@@ -124,11 +124,14 @@ def build_onnx(ops, labels, *, input_size=(64, 64), layout="NCHW", output="proba
     return m
 
 
-def build_cv_onnx(ops, labels, *, input_size=(64, 64), opset=9, use_imagescaler=True):
+def build_cv_onnx(ops, labels, *, input_size=(64, 64), opset=9, use_imagescaler=True, resize="center-crop"):
     """Custom-Vision-style classifier: input ``data`` float [None,3,H,W] BGR 0-255, mean
     subtraction inside the graph (``ImageScaler``, opset <= 9; or ``Sub`` when
     use_imagescaler=False), outputs ``classLabel`` (string tensor [N]) and ``loss`` (ZipMap:
-    sequence of {label: prob})."""
+    sequence of {label: prob}). ``resize`` is declared in metadata_props (the xaudit adapter
+    reads it): the demo models were trained on full 64x64 frames, so Custom Vision's
+    256-then-crop policy (which would zoom 4x at 64 px) is replaced by ``center-crop``;
+    pass resize=None to leave the adapter's Custom Vision default."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     if use_imagescaler and opset > 9:
@@ -162,7 +165,7 @@ def build_cv_onnx(ops, labels, *, input_size=(64, 64), opset=9, use_imagescaler=
                           producer_name="xaudit.data.export (Custom Vision style)")
     m.ir_version = 4 if opset <= 9 else 7
     for k, v in {"Image.BitmapPixelFormat": "Bgr8", "Image.ColorSpaceGamma": "SRGB",
-                 "Image.NominalPixelRange": "NominalRange_0_255"}.items():
+                 "Image.NominalPixelRange": "NominalRange_0_255", **({"resize": resize} if resize else {})}.items():
         e = m.metadata_props.add()
         e.key, e.value = k, v
     onnx.checker.check_model(m)
@@ -234,9 +237,12 @@ def write_sidecar(path, labels, *, input_size=(64, 64), color="rgb", value_range
 
 
 def write_cv_bundle(directory, model_bytes: bytes, labels, *, platform="ONNX", flavor="ONNX",
-                    model_file="model.onnx", iteration_seed: str = "xaudit", exported_date="2026-11-23T00:00:00Z"):
+                    model_file="model.onnx", iteration_seed: str = "xaudit", exported_date="2026-11-23T00:00:00Z",
+                    sidecar: dict | None = None):
     """Custom-Vision-style bundle folder: model file, labels.txt, cvexport.manifest,
-    metadata_properties.json. Deterministic content (fixed date, uuid5 iteration id)."""
+    metadata_properties.json (+ ``model.json`` sidecar when given, e.g. {"resize":
+    "center-crop"} for a TF model, which has no metadata props). Deterministic content
+    (fixed date, uuid5 iteration id)."""
     d = Path(directory)
     if d.exists():
         shutil.rmtree(d)
@@ -256,6 +262,8 @@ def write_cv_bundle(directory, model_bytes: bytes, labels, *, platform="ONNX", f
              "CustomVision.Preprocess.TargetWidth": "64", "Image.BitmapPixelFormat": "Bgr8",
              "Image.ColorSpaceGamma": "SRGB", "Image.NominalPixelRange": "Normalized_0_255"}
     (d / "metadata_properties.json").write_text(json.dumps(props, indent=2) + "\n", encoding="utf-8")
+    if sidecar:
+        (d / "model.json").write_text(json.dumps(sidecar, indent=1) + "\n", encoding="utf-8")
     return d
 
 

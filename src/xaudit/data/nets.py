@@ -1,7 +1,7 @@
 """Small CNNs for the shipped demo models (no torchvision).
 
-* ``SmallResNet``: stem conv(stride 2)+BN+ReLU, three residual stages (16/32/64 channels,
-  two 3x3 conv+BN per block, 1x1 conv+BN downsample when the shape changes), global
+* ``SmallResNet``: stem conv(stride 2, 16 ch)+BN+ReLU, two residual stages (32/64 channels,
+  stride 2 each; a block = two 3x3 conv+BN, 1x1 conv+BN downsample on the skip), global
   average pool, linear -> logits. ~75 K parameters, 64x64 input (any size works).
 * ``PlainNet``: the same without BatchNorm and without skips (conv+bias, ReLU), for
   tests where BN folding must not matter.
@@ -47,13 +47,13 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    def __init__(self, num_classes: int, widths=(16, 32, 64), blocks=(1, 1, 1)):
+    def __init__(self, num_classes: int, stem: int = 16, widths=(32, 64), blocks=(1, 1)):
         super().__init__()
-        self.stem = ConvBN(3, widths[0], 3, 2)
-        layers, cin = [], widths[0]
-        for i, (w, nb) in enumerate(zip(widths, blocks)):
+        self.stem = ConvBN(3, stem, 3, 2)
+        layers, cin = [], stem
+        for w, nb in zip(widths, blocks):
             for j in range(nb):
-                layers.append(BasicBlock(cin, w, stride=2 if (i > 0 and j == 0) else 1))
+                layers.append(BasicBlock(cin, w, stride=2 if j == 0 else 1))
                 cin = w
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, num_classes)

@@ -439,7 +439,7 @@ def step_monitor(ctx: Context) -> StepResult:
             ctx.say(f"  {fname}: gradients not reachable ({m.gradients_reason})")
     if source is None:
         raise SkipStep("no shipped sign model with reachable gradients (needed by the attack)")
-    n_clean, n_mixed = (60, 120) if ctx.quick else (100, 200)
+    n_clean, n_mixed = (40, 80) if ctx.quick else (100, 200)
     images, labels, masks = make_signs(n_clean + n_mixed, seed=11)
     reference, _, _ = make_signs(100 if ctx.quick else 200, seed=3)
     ctx.say(f"  Serving {Path(source).name} (xaudit serve, 50 % capture); {n_clean} clean requests, then {n_mixed} "

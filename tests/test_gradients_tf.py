@@ -117,3 +117,24 @@ def test_tf_frozen_graph_through_loader(tmp_path):
     assert cv.gradients_reachable, cv.gradients_reason
     e2 = get_explainer("fullgrad").explain(cv, img)
     assert e2.meta["completeness_error"] <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["signs.pb", "signs_cv_tf"])
+def test_shipped_tf_sign_model(name):
+    from pathlib import Path
+
+    from xaudit import data
+    from xaudit.explainers import get_explainer
+    from xaudit.loader import load_model
+    try:
+        p = data.model_path(name)
+    except Exception:  # noqa: BLE001
+        pytest.skip(f"{name} not shipped")
+    if not Path(p).exists():
+        pytest.skip(f"{name} not shipped")
+    m = load_model(str(p))
+    assert m.gradients_reachable, m.gradients_reason
+    images, _, _ = data.make_signs(3, seed=5)
+    for im in images:
+        e = get_explainer("fullgrad").explain(m, im)
+        assert e.meta["completeness_error"] <= 1e-4 and e.meta["gradient_source"] == "tf"

@@ -72,8 +72,9 @@ def weighted_ridge(X, y, w, alpha=1.0):
     ym = (w * y).sum() / sw
     Xc = X - xm
     yc = y - ym
-    A = Xc.T @ (w[:, None] * Xc) + alpha * np.eye(X.shape[1])
-    coef = np.linalg.solve(A, Xc.T @ (w * yc)) if X.shape[1] else np.zeros(0)
+    # einsum (no BLAS thread pool: on a busy machine its hand-offs cost more than the maths)
+    A = np.einsum("ni,n,nj->ij", Xc, w, Xc, optimize=False) + alpha * np.eye(X.shape[1])
+    coef = np.linalg.solve(A, np.einsum("ni,n->i", Xc, w * yc, optimize=False)) if X.shape[1] else np.zeros(0)
     intercept = ym - xm @ coef
     pred = X @ coef + intercept
     ss_res = (w * (y - pred) ** 2).sum()

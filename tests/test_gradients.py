@@ -229,3 +229,27 @@ def test_torch_export_program(softmax, img):
     from xaudit.white_box.fx import for_fx_module
     static = torch.export.export(net, (torch.zeros(1, 3, 32, 32),)).module()
     assert for_fx_module(static, PP, (32, 32)).fixed_batch == 1
+
+
+def test_saliency_matches_reference_order(bn_net, img):
+    """The map equals the reference post-processing written out literally: per layer abs,
+    min-max over (C,H,W), sum over channels, bilinear upsampling (align_corners=True), sum."""
+    import torch.nn.functional as F
+
+    from xaudit.explainers.fullgrad import decompose, saliency
+    from xaudit.white_box import canonical_tensor
+    diff = TorchModel(bn_net, preprocessing=PP).differentiable()
+    dec = decompose(diff, canonical_tensor(img), 1)
+
+    def post(t):
+        t = t.abs()
+        t = t - t.reshape(1, -1).min()
+        t = t / (t.reshape(1, -1).max() + 1e-6)
+        return t.sum(1, keepdim=True)
+    ref = post(dec["input_grad"] * dec["native"])
+    for _, t in dec["bias_terms"]:
+        if t.ndim == 4:
+            ref = ref + F.interpolate(post(t), size=(32, 32), mode="bilinear", align_corners=True)
+    ours, used = saliency(dec, 1, (32, 32))
+    assert used == sum(t.ndim == 4 for _, t in dec["bias_terms"])
+    assert torch.allclose(ours, ref[:, 0], atol=1e-5)

@@ -30,13 +30,13 @@ EPS = 1e-6
 
 
 def _psi(t):
-    """abs, min-max over (C,H,W) per image, sum over channels -> (N,1,H,W) (reference order)."""
+    """abs, min-max over (C,H,W) per image, sum over channels -> (N,1,H,W) (reference order:
+    normalise, then sum; computed as (sum_c |t| - C*min) / (max - min + eps), which is the
+    same number with one pass over the tensor)."""
     t = t.abs()
-    flat = t.reshape(t.shape[0], -1)
-    t = t - flat.min(1).values.reshape(-1, 1, 1, 1)
-    flat = t.reshape(t.shape[0], -1)
-    t = t / (flat.max(1).values.reshape(-1, 1, 1, 1) + EPS)
-    return t.sum(1, keepdim=True)
+    mn, mx = t.reshape(t.shape[0], -1).aminmax(dim=1)
+    c = t.shape[1]
+    return (t.sum(1, keepdim=True) - c * mn.reshape(-1, 1, 1, 1)) / (mx - mn + EPS).reshape(-1, 1, 1, 1)
 
 
 def forward(diff, x):
@@ -85,18 +85,27 @@ def completeness_error(dec) -> float:
 
 
 def saliency(dec, native_channel_axis: int, size):
+    """Sum of the normalised input term and spatial bias terms at input size. Layers with the
+    same resolution are summed before upsampling (bilinear interpolation is linear, so this is
+    the same map with fewer interpolations)."""
     import torch.nn.functional as F
     inp = spatial_view(dec["input_grad"] * dec["native"], native_channel_axis)
-    cam = _psi(inp)
-    if tuple(cam.shape[-2:]) != tuple(size):
-        cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=True)
+    by_res = {}
     used = 0
     for b, t in dec["bias_terms"]:
         if t.ndim != 4:
             continue
         m = _psi(spatial_view(t, b.channel_axis))
-        cam = cam + F.interpolate(m, size=size, mode="bilinear", align_corners=True)
+        k = tuple(m.shape[-2:])
+        by_res[k] = by_res[k] + m if k in by_res else m
         used += 1
+    k = tuple(inp.shape[-2:])
+    m = _psi(inp)
+    by_res[k] = by_res[k] + m if k in by_res else m
+    cam = None
+    for k, m in by_res.items():
+        up = m if k == tuple(size) else F.interpolate(m, size=size, mode="bilinear", align_corners=True)
+        cam = up if cam is None else cam + up
     return cam[:, 0], used
 
 

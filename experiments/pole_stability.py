@@ -6,14 +6,14 @@ positive evidence falls on the background vs the pole (ground-truth masks).
   positive attribution.
 * Anchors: background share = share of the anchor's area that lies on background.
 
-Uses the shipped models (``poles_honest.onnx`` / ``poles_biased.onnx``) and
-``xaudit.data.generate.make_poles`` when they exist; otherwise (``--toy`` or when they are
-missing) trains two small CNNs on a built-in toy pole generator (the biased one on data
-whose background colour gives the class away). Images explained: from the biased
+Runs on the shipped models (``poles_honest.onnx`` / ``poles_biased.onnx`` with
+``xaudit.data.generate.make_poles``) and on a built-in toy pole generator with two small
+CNNs trained here in seconds (the biased one on data whose background texture gives the
+class away); ``--source shipped|toy|both`` (default both). Images explained: from the biased
 distribution (background agrees with the class), so both models are right and only the
 evidence differs.
 
-    python experiments/pole_stability.py [--images 4] [--toy] [--quick]
+    python experiments/pole_stability.py [--images 4] [--source both|shipped|toy] [--quick]
 Writes experiments/results/pole_stability.json and prints the table.
 """
 from __future__ import annotations
@@ -130,31 +130,14 @@ def bg_share(exp, mask):
     return float(pos[~mask].sum() / tot) if tot > 0 else float("nan")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--toy", action="store_true", help="use the built-in toy poles even if shipped models exist")
-    ap.add_argument("--quick", action="store_true", help="3 seeds, 2 images, 300 LIME samples")
-    ap.add_argument("--segmentation", default="slic", choices=["slic", "quickshift", "felzenszwalb"])
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+def study(args, source, models, gen):
     from xaudit.stability import stability_sweep
-    source = "toy"
-    if not args.toy:
-        try:
-            models, gen = shipped()
-            source = "shipped"
-        except Exception as e:  # noqa: BLE001
-            print(f"shipped pole models unavailable ({type(e).__name__}: {e}); using the toy poles", file=sys.stderr)
-    if source == "toy":
-        models = toy_models()
-        gen = lambda n, seed, biased=True: toy_poles(n, seed, biased=biased)  # noqa: E731
     seeds = SEEDS[:3] if args.quick else SEEDS
     n_img = 2 if args.quick else args.images
     imgs, labels, masks = gen(n_img, 2026)
     seg = {"segmentation": args.segmentation, "segmentation_params": ({"kernel_size": 2} if args.segmentation == "quickshift" else {"n_segments": 40, "compactness": 20})}
     # Anchors perturb with background images (alibi's images_background): regions of other,
-    # unbiased pictures - mean colours alone would leave a texture shortcut in place
+    # unbiased pictures - mean colours alone would leave a colour/texture shortcut in place
     backgrounds = gen(16, 999, biased=False)[0]
     methods = {"lime": {"num_samples": 300 if args.quick else 1000, **seg},
                "anchors": dict(seg, backgrounds=backgrounds)}
@@ -175,7 +158,7 @@ def main():
                                                         for r in shares],
                          "stability": {k: v for k, v in rep.summary.items() if k not in ("seconds",)},
                          "model_calls": rep.model_calls, "seconds": time.perf_counter() - t0}
-            print(f"{mname:7s} {meth:8s} background share {row[meth]['background_share_mean']} "
+            print(f"[{source}] {mname:7s} {meth:8s} background share {row[meth]['background_share_mean']} "
                   f"(+-{row[meth]['background_share_std_over_seeds']} over seeds, "
                   f"{row[meth]['empty_explanations']} empty), "
                   f"top-k Jaccard {rep.summary.get('topk_jaccard', {}).get('mean', float('nan')):.3f}", file=sys.stderr)
@@ -186,12 +169,39 @@ def main():
         out[f"{meth}_background_share"] = {"honest": h, "biased": b}
         out[f"{meth}_biased_minus_honest"] = (b - h) if h is not None and b is not None else None
         out[f"{meth}_biased_revealed"] = bool(h is not None and b is not None and b > h + 0.1)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--source", default="both", choices=["both", "shipped", "toy"],
+                    help="shipped pole models, the built-in toy poles, or both (default)")
+    ap.add_argument("--quick", action="store_true", help="3 seeds, 2 images, 300 LIME samples")
+    ap.add_argument("--segmentation", default="slic", choices=["slic", "quickshift", "felzenszwalb"])
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    results = {}
+    if args.source in ("both", "shipped"):
+        try:
+            models, gen = shipped()
+        except Exception as e:  # noqa: BLE001
+            print(f"shipped pole models unavailable ({type(e).__name__}: {e})", file=sys.stderr)
+            results["shipped"] = {"error": f"{type(e).__name__}: {e}"}
+        else:
+            results["shipped"] = study(args, "shipped", models, gen)
+    if args.source in ("both", "toy") or "error" in results.get("shipped", {}):
+        results["toy"] = study(args, "toy", toy_models(),
+                               lambda n, seed, biased=True: toy_poles(n, seed, biased=biased))
     path = HERE / "results" / "pole_stability.json"
     path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    print(json.dumps({k: v for k, v in out.items() if k != "models"}, indent=2))
-    for m, r in out["models"].items():
-        print(m, {k: (v["background_share_mean"] if isinstance(v, dict) else v) for k, v in r.items()}, file=sys.stderr)
+    path.write_text(json.dumps(results, indent=2))
+    for src, out in results.items():
+        if "models" not in out:
+            continue
+        print(src, json.dumps({k: v for k, v in out.items() if k.endswith(("_share", "_revealed", "_honest"))}))
+        for m, r in out["models"].items():
+            print(" ", m, {k: (v["background_share_mean"] if isinstance(v, dict) else v) for k, v in r.items()})
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ family-wise false-alarm rate stays <= alpha (see docs/monitoring.md for the simu
 
 * ``class_shift`` (0.8 alpha): per class, exact conditional one-sided test of "predicted
   more often than in the baseline" (k_w ~ Binomial(k_w + k_b, n / (n + N)) given the
-  class's total over window and baseline), Bonferroni over classes. This is the test that
-  localises an adversarial push to one class.
+  class's total over window and baseline), Bonferroni over classes (``stats.minp_adjust``;
+  its minP option is disabled, see stats.MINP_MAX_N). This is the test that localises an
+  adversarial push to one class.
 * ``chi_square`` (0.1 alpha): chi-square test of homogeneity of window and baseline class
   counts (2 x bins; classes pooled until every expected window count is >= 5).
 * ``bbsd`` (0.05 alpha): two-sample KS per softmax dimension against the baseline's
@@ -178,7 +179,8 @@ def evaluate_window(acc: WindowAcc | None, window: tuple, cfg: MonitorConfig, ba
     if baseline is not None:
         p0 = baseline.shares
         pc = S.class_excess_pvalues(counts, baseline.counts)
-        padj = np.minimum(1.0, pc * len(counts))
+        pc = np.where(counts / n > p0, pc, 1.0)
+        padj = S.minp_adjust(pc, baseline.counts, n)
         level = a * WEIGHTS["class_shift"]
         flagged = np.where((padj < level) & (counts / n > p0))[0]
         checks["class_shift"] = {"level": level, "min_p_adjusted": float(padj.min()),

@@ -54,7 +54,8 @@ def evaluate_batch(probs: np.ndarray, baseline: Baseline, cfg: MonitorConfig | N
     b = baseline.counts
     m = b.sum()
     pc = st.binom.sf(counts - 1, counts + b[None], n / (n + m))
-    padj = np.minimum(1.0, pc * c)
+    pc = np.where(counts / n > baseline.shares[None], pc, 1.0)
+    padj = S.minp_adjust(pc, b, n)
     out["class_shift"] = ((padj < a * WEIGHTS["class_shift"]) & (counts / n > baseline.shares[None])).any(1)
     # chi-square homogeneity (bins depend on the baseline and n only)
     bins = S.merge_bins(n * b / m, 5.0)
@@ -110,11 +111,13 @@ def alarm_rate(baseline, shares, n: int, windows: int, seed: int, cfg=None) -> d
 
 
 def simulate(sizes=(50, 100, 500, 1000), power_sizes=(100, 200), windows: int = 2000, target: int = 14,
-             shift: float = 0.1, seed: int = 0, imbalanced: bool = False, baseline_n: int = 5000) -> dict:
+             shift: float = 0.1, seed: int = 0, imbalanced: bool = False, baseline_n: int = 5000,
+             power_windows: int | None = None) -> dict:
     baseline, shares = make_baseline(n=baseline_n, seed=seed, imbalanced=imbalanced)
     far = [alarm_rate_batch(baseline, shares, n, windows, seed + 1 + i) for i, n in enumerate(sizes)]
     shifted = sy.shifted(shares, target, shift)
-    power = [alarm_rate_batch(baseline, shifted, n, windows, seed + 100 + i) for i, n in enumerate(power_sizes)]
+    power = [alarm_rate_batch(baseline, shifted, n, power_windows or windows, seed + 100 + i)
+             for i, n in enumerate(power_sizes)]
     return {"classes": len(shares), "baseline": "imbalanced" if imbalanced else "uniform",
             "baseline_n": baseline_n, "alpha": MonitorConfig().alpha, "target": target, "shift": shift,
             "target_base_share": float(shares[target]), "false_alarm": far, "power": power}

@@ -40,7 +40,7 @@ def to_input(images: np.ndarray) -> torch.Tensor:
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
 
-def train(model, x, y, *, epochs, seed, lr=3e-3, batch=64, wd=1e-4, log=""):
+def train(model, x, y, *, epochs, seed, lr=4e-3, batch=32, wd=1e-4, log=""):
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
     steps = epochs * ((len(x) + batch - 1) // batch)
@@ -183,8 +183,8 @@ def main(argv=None):
     torch.use_deterministic_algorithms(True)
     a.out.mkdir(parents=True, exist_ok=True)
     q = a.quick
-    n_sign, n_sign_test, ep_sign = (1500, 400, 2) if q else (4000, 1000, 7)
-    n_pole, n_pole_test, ep_pole = (600, 300, 2) if q else (1500, 600, 5)
+    n_sign, n_sign_test, ep_sign = (1500, 400, 2) if q else (5000, 1000, 6)
+    n_pole, n_pole_test, ep_pole = (600, 300, 2) if q else (1000, 600, 4)
     t_all = time.time()
     metrics = {"quick": q, "seed": a.seed, "threads": a.threads, "torch": torch.__version__}
 

@@ -1,8 +1,8 @@
 """Small CNNs for the shipped demo models (no torchvision).
 
-* ``SmallResNet``: stem conv(stride 2, 16 ch)+BN+ReLU, two residual stages (32/64 channels,
+* ``SmallResNet``: stem conv(stride 2, 16 ch)+BN+ReLU, two residual stages (24/48 channels,
   stride 2 each; a block = two 3x3 conv+BN, 1x1 conv+BN downsample on the skip), global
-  average pool, linear -> logits. ~75 K parameters, 64x64 input (any size works).
+  average pool, linear -> logits. ~44 K parameters, 64x64 input (any size works).
 * ``PlainNet``: the same without BatchNorm and without skips (conv+bias, ReLU), for
   tests where BN folding must not matter.
 
@@ -47,7 +47,7 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    def __init__(self, num_classes: int, stem: int = 16, widths=(32, 64), blocks=(1, 1)):
+    def __init__(self, num_classes: int, stem: int = 16, widths=(24, 48), blocks=(1, 1)):
         super().__init__()
         self.stem = ConvBN(3, stem, 3, 2)
         layers, cin = [], stem

@@ -52,7 +52,8 @@ def demo_store(tmp_path_factory):
     from xaudit.cli import main
     d = tmp_path_factory.mktemp("browser-demo")
     uri = f"sqlite:///{d / 'mlflow.db'}"
-    rc = main(["demo", "--quick", "--out", str(d / "demo"), "--tracking-uri", uri, "-q"])
+    rc = main(["demo", "--quick", "--steps", "explain,stability", "--out", str(d / "demo"), "--tracking-uri", uri,
+               "-q"])
     assert rc == 0
     from mlflow.tracking import MlflowClient
     c = MlflowClient(uri)
@@ -73,8 +74,11 @@ def demo_store(tmp_path_factory):
 
 def test_mlflow_ui_shows_runs_and_metrics(browser, demo_store, tmp_path):
     info = demo_store
-    names = sorted({r.info.run_name for r in info["runs"]})
-    parent_names = sorted({r.info.run_name for r in info["runs"] if "mlflow.parentRunId" not in r.data.tags})
+    top = {r.info.run_id for r in info["runs"] if "mlflow.parentRunId" not in r.data.tags}
+    parent_names = sorted({r.info.run_name for r in info["runs"] if r.info.run_id in top})
+    # runs of the first two levels (demo + each command's run; per-seed runs are one level deeper)
+    names = sorted({r.info.run_name for r in info["runs"]
+                    if r.info.run_id in top or r.data.tags.get("mlflow.parentRunId") in top})
     demo_run = next(r for r in info["runs"] if r.info.run_name == "demo")
     metric = "steps_done" if "steps_done" in demo_run.data.metrics else sorted(demo_run.data.metrics)[0]
     with mlflow_server(info["uri"], info["dir"] / "server") as url:
@@ -101,6 +105,11 @@ def test_mlflow_ui_shows_runs_and_metrics(browser, demo_store, tmp_path):
         search.wait_for(timeout=20_000)
         search.fill(metric)
         page.get_by_text(metric, exact=True).first.wait_for(timeout=20_000)
+        try:   # let the chart itself draw (plotly) before the screenshot
+            page.locator(".js-plotly-plot").first.wait_for(timeout=20_000)
+        except Exception:  # noqa: BLE001 - the chart title is the assertion; the drawing is cosmetic
+            pass
+        page.wait_for_timeout(1500)
         shot2 = tmp_path / "mlflow-charts.png"
         page.screenshot(path=str(shot2))
         _keep(shot2)

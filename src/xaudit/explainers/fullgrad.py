@@ -109,17 +109,16 @@ def saliency(dec, native_channel_axis: int, size):
     return cam[:, 0], used
 
 
-class FullGrad(Explainer):
-    """FullGrad saliency; no hyper-parameters (deterministic, one forward + one backward)."""
-
-    name = "fullgrad"
-    needs_gradients = True
+class ForwardReusingExplainer(Explainer):
+    """Gradient explainers whose prediction forward pass is kept (per thread) for the map:
+    ``_predict`` stores ``(x, forward)`` in ``self._tls.pending``; ``_attribute`` takes it.
+    Picklable for process executors (the pending forward is transient)."""
 
     def __init__(self, **kw):
         super().__init__(**kw)
         self._tls = threading.local()
 
-    def __getstate__(self):  # picklable for process executors (the pending forward is transient)
+    def __getstate__(self):
         d = dict(self.__dict__)
         d.pop("_tls", None)
         return d
@@ -127,6 +126,13 @@ class FullGrad(Explainer):
     def __setstate__(self, d):
         self.__dict__.update(d)
         self._tls = threading.local()
+
+
+class FullGrad(ForwardReusingExplainer):
+    """FullGrad saliency; no hyper-parameters (deterministic, one forward + one backward)."""
+
+    name = "fullgrad"
+    needs_gradients = True
 
     def _predict(self, model, x):
         """One forward pass serves both the prediction and the decomposition."""

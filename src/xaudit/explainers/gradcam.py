@@ -10,13 +10,13 @@ nodes of converted graphs.
 """
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 
 from ..errors import UnsupportedOperation
 from ..white_box import canonical_tensor, count_calls, spatial_view
-from .base import Attribution, Explainer
+from .base import Attribution
+from .fullgrad import ForwardReusingExplainer
 
 
 def select_layer(diff, native, layer=None):
@@ -68,7 +68,7 @@ def gradcam_map(diff, x, target, layer=None, upsample_to=None, relu=True):
     return backward(diff, forward(diff, x, layer), target, upsample_to, relu)
 
 
-class GradCAM(Explainer):
+class GradCAM(ForwardReusingExplainer):
     """Parameters: ``layer`` (default: last spatial layer), ``relu`` (default True)."""
 
     name = "gradcam"
@@ -76,16 +76,6 @@ class GradCAM(Explainer):
 
     def __init__(self, layer: str | None = None, relu: bool = True, **kw):
         super().__init__(layer=layer, relu=relu, **kw)
-        self._tls = threading.local()
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d.pop("_tls", None)
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self._tls = threading.local()
 
     def _predict(self, model, x):
         """One forward pass serves both the prediction and the map."""

@@ -1,61 +1,78 @@
-"""Cost of a 9-seed stability sweep divided by the cost of one explanation (same image,
-same method, wall time, median of >= 3). Target: <= 9.5x (the sweep reuses the
-segmentation when it is fixed and feeds all seeds' samples to the model in large batches).
+"""Cost of a 9-seed LIME stability sweep divided by the cost of one explanation (same image,
+same method, same sample count, wall time; one explanation and one sweep alternate in each
+repetition, median of >= 3 per-repetition ratios). Target: <= 9.5x (the sweep computes a
+fixed segmentation once and feeds all seeds' samples to the model in large batches).
 
-    python benchmarks/bench_stability.py [--quick]
-Result: benchmarks/results/bench_stability.json
+Cases: the shipped sign model (``signs.onnx``, 64 px, fast) with ``vary=sampling`` and
+``vary=both``, and a small 64 px ResNet (torch, slower forward) with ``vary=sampling``.
+The segmentation cache is cleared before every timed call (nothing is carried over).
+
+    python benchmarks/bench_stability.py [--quick] [--repeats N]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+if __name__ != "__main__":
+    from . import _common as C
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--reps", type=int, default=3)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+def cases(quick: bool):
     from _gradnets import ResNet
     from _pertnets import TorchBlackBox
+
+    from benchmarks import _nets
+    out = []
+    signs = _nets.shipped("signs.onnx")
+    if signs is not None:
+        out.append(("shipped signs.onnx", signs, _nets.sign_image(0), "sampling"))
+        if not quick:
+            out.append(("shipped signs.onnx", signs, _nets.sign_image(0), "both"))
+    if not quick or signs is None:
+        small = TorchBlackBox(ResNet(n=43, w=16, seed=0), input_size=(64, 64), labels=[str(i) for i in range(43)])
+        out.append(("small ResNet 64 px (torch)", small, _nets.textured_image(64, 0), "sampling"))
+    return out
+
+
+def run(quick: bool = False, repeats: int = 3) -> dict:
     from xaudit.explainers.lime import Lime
     from xaudit.explainers.segmentation import _CACHE
     from xaudit.stability import DEFAULT_SEEDS, stability_sweep
-    model = TorchBlackBox(ResNet(n=43, w=16, seed=0), input_size=(64, 64), labels=[str(i) for i in range(43)])
-    rng = np.random.default_rng(0)
-    img = np.clip(rng.random((8, 8, 3)).repeat(8, 0).repeat(8, 1) + rng.normal(0, 0.05, (64, 64, 3)), 0, 1).astype(np.float32)
-    samples = 300 if args.quick else 1000
-    res = {"samples": samples, "seeds": list(DEFAULT_SEEDS), "cases": {}}
-    for vary in ("sampling", "both"):
-        one, sweep = [], []
-        for r in range(args.reps):
+    samples = 300 if quick else 1000
+    seeds = list(DEFAULT_SEEDS)
+    rows, targets, raw = [], [], {}
+    for name, model, img, vary in cases(quick):
+        def one():
             _CACHE.clear()
-            t0 = time.perf_counter()
-            Lime(num_samples=samples, seed=1, vary=vary).explain(model, img)
-            one.append(time.perf_counter() - t0)
+            Lime(num_samples=samples, seed=seeds[0], vary=vary).explain(model, img)
+
+        def sweep():
             _CACHE.clear()
-            t0 = time.perf_counter()
-            stability_sweep(model, img, "lime", seeds=DEFAULT_SEEDS, vary=vary, num_samples=samples)
-            sweep.append(time.perf_counter() - t0)
-        ratio = float(np.median(sweep) / np.median(one))
-        res["cases"][f"lime vary={vary}"] = {"one_s": float(np.median(one)), "sweep_s": float(np.median(sweep)),
-                                             "ratio": ratio, "target_met": ratio <= 9.5}
-        print(vary, res["cases"][f"lime vary={vary}"], file=sys.stderr)
-    out = HERE / "results" / "bench_stability.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
+            stability_sweep(model, img, "lime", seeds=seeds, vary=vary, num_samples=samples)
+
+        r = C.side_by_side({"one": one, "sweep": sweep}, repeats)
+        ratio = C.ratio_stats(r["sweep"]["seconds"]["values"], r["one"]["seconds"]["values"])
+        case = f"{name}, vary={vary}"
+        raw[case] = {"one_explanation_s": r["one"]["seconds"], "sweep_s": r["sweep"]["seconds"], "ratio": ratio}
+        rows.append({"case": case, "samples": samples, "seeds": len(seeds),
+                     "one explanation s": r["one"]["seconds"]["median"], "sweep s": r["sweep"]["seconds"]["median"],
+                     "sweep / one": ratio["median"], "ratios (all repeats)": ", ".join(f"{v:.2f}" for v in ratio["values"])})
+        targets.append(C.target("9-seed sweep <= 9.5x one explanation", ratio["median"], "<=", 9.5, case=case,
+                                unit="x", why="the sweep's per-seed model work equals one explanation's; "
+                                "what is shared (prediction of the input, segmentation when fixed) is a "
+                                "small part of one explanation on this model, so the ratio stays near 9x "
+                                "and the machine's load noise decides the rest"))
+        C.log(f"stability {case}: {rows[-1]['sweep / one']:.2f}x")
+    return {"description": __doc__.split("\n\n")[0].replace("\n", " "), "samples": samples, "seeds": seeds,
+            "cases": raw, "table": rows, "targets": targets,
+            "notes": ["9x is the sample count: a sweep below 9x shares work across seeds (prediction of the "
+                      "input, segmentation with vary=sampling, batching across seeds)."]}
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.__main__ import script_main
+    script_main("stability")

@@ -87,12 +87,22 @@ class Differentiable:
         raise NotImplementedError
 
     def spatial_layers(self, native) -> list[str]:
-        """Names of layers with a 4-D output, in execution (completion) order."""
+        """Names of layers with a 4-D output of more than one spatial position (a 4-D
+        global-pool output such as ONNX GlobalAveragePool's (N,C,1,1) is not spatial), in
+        execution (completion) order."""
         import torch
         names = self.layer_names()
         with torch.no_grad(), self.capture(names) as rec:
             self.module(native)
-        return [n for n in rec if getattr(rec[n], "ndim", 0) == 4]
+
+        def spatial(n):
+            t = rec[n]
+            if getattr(t, "ndim", 0) != 4:
+                return False
+            ca = self.channel_axis(n) % 4
+            hw = [int(t.shape[i]) for i in (1, 2, 3) if i != ca]
+            return hw[0] * hw[1] > 1
+        return [n for n in rec if spatial(n)]
 
     def channel_axis(self, name: str) -> int:
         return 1

@@ -24,19 +24,32 @@ from pathlib import Path
 if __name__ != "__main__":
     from . import _common as C
 
-CHILD = """
-import json, resource, sys, time
+PEAK = """
+def peak():
+    # VmHWM of this process's own address space. (ru_maxrss is not usable here: across the
+    # fork/exec that starts the child it keeps the high-water mark of the parent's memory.)
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+CHILD = PEAK + """
+import json, sys, time
 from xaudit.monitoring import run_monitor, Baseline
 base = Baseline.load(sys.argv[2])
 t = time.perf_counter()
 r = run_monitor(sys.argv[1], base, window="1h")
 dt = time.perf_counter() - t
-print(json.dumps({"seconds": dt, "records": r.read.records, "windows": len(r.windows),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": dt, "records": r.read.records, "windows": len(r.windows), "peak_rss_mb": peak()}))
 """
 
-PARSE_ONLY = """
-import json, resource, sys, time
+PARSE_ONLY = PEAK + """
+import json, sys, time
 from pathlib import Path
 t = time.perf_counter(); n = 0
 for f in sorted(Path(sys.argv[1]).rglob("*.jsonl")):
@@ -46,8 +59,7 @@ for f in sorted(Path(sys.argv[1]).rglob("*.jsonl")):
             json.loads(rec["captureData"]["endpointOutput"]["data"])
             n += 1
 dt = time.perf_counter() - t
-print(json.dumps({"seconds": dt, "records": n,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": dt, "records": n, "peak_rss_mb": peak()}))
 """
 
 

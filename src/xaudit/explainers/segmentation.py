@@ -120,7 +120,14 @@ def compose(image: np.ndarray, replacement: np.ndarray, segments: np.ndarray, on
     keep = on[:, segments]                       # (N, H, W)
     out = np.empty((len(on), *np.shape(image)), np.float32)
     out[:] = replacement                          # (H,W,3) broadcast or (N,H,W,3)
-    np.copyto(out, image, where=keep[..., None])
+    img = np.ascontiguousarray(image, np.float32)
+    if img.ndim == 3 and img.shape[:2] == segments.shape:
+        # whole RGB pixels (12-byte units) per masked copy: the same bytes as the per-channel
+        # copy below, ~5x faster (its innermost loop would run over only 3 channels)
+        px = np.dtype((np.void, img.shape[-1] * img.itemsize))
+        np.copyto(out.view(px).reshape(keep.shape), img.view(px).reshape(segments.shape), where=keep)
+    else:
+        np.copyto(out, img, where=keep[..., None])
     return out
 
 

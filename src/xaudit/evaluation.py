@@ -245,6 +245,7 @@ class Task:
     primary: bool = True
     sanity: bool = False
     keep_map: bool = False
+    params: dict = field(default_factory=dict)    # explainer parameters of ``method``
 
     @property
     def key(self) -> str:
@@ -283,12 +284,15 @@ def make_tasks(dataset: Dataset, targets, methods, config: EvalConfig) -> list[T
         for m in methods:
             stoch = is_stochastic(m)
             stab = stoch and i < config.stability_n and len(config.seeds) >= 2
+            params = dict(config.method_params.get(m, {}))
             tasks.append(Task("explain", i, m, config.seed if stoch else None, img, mk, t, primary=True,
-                              sanity=i < config.sanity_n, keep_map=stab and config.seed in config.seeds))
+                              sanity=i < config.sanity_n, keep_map=stab and config.seed in config.seeds,
+                              params=params))
             if stab:
                 for s in config.seeds:
                     if int(s) != int(config.seed):
-                        tasks.append(Task("explain", i, m, int(s), img, mk, t, primary=False, keep_map=True))
+                        tasks.append(Task("explain", i, m, int(s), img, mk, t, primary=False, keep_map=True,
+                                          params=params))
     return tasks
 
 
@@ -454,9 +458,9 @@ class _RandomisedModel:
 
 
 # ============================================================================ one task
-def _explainer(method, config: EvalConfig, seed):
+def _explainer(method, params: dict, seed):
     from .explainers import get_explainer
-    params = dict(config.method_params.get(method, {}))
+    params = dict(params or {})
     if is_stochastic(method) and seed is not None:
         params["seed"] = int(seed)
     return get_explainer(method, **params)
@@ -483,7 +487,7 @@ def run_task(model, task: Task, config: EvalConfig) -> dict:
         return out
     if task.kind != "explain":
         raise XauditError(f"unknown task kind {task.kind!r}")
-    ex = _explainer(task.method, config, task.seed)
+    ex = _explainer(task.method, task.params, task.seed)
     e = ex.explain(model, x, task.target)
     out.update(seconds=float(e.seconds), model_calls=int(e.model_calls), target_prob=float(e.target_prob))
     if task.keep_map:
@@ -868,7 +872,7 @@ def evaluate(model, dataset="signs", methods=None, n: int = 200, config: EvalCon
             ap["backgrounds"] = np.asarray(ds.backgrounds, np.float32)
             config.method_params = {**config.method_params, "anchors": ap}
     for m in methods:   # fail early on bad parameters / unreachable gradients
-        ex = _explainer(m, config, config.seed)
+        ex = _explainer(m, config.method_params.get(m, {}), config.seed)
         if getattr(ex, "needs_gradients", False) and not model.gradients_reachable:
             raise XauditError(f"method {m} needs gradients, which are not reachable for {model.source}: "
                               f"{model.gradients_reason} (drop it from --methods)")

@@ -131,12 +131,14 @@ class StabilityReport:
     summary: dict = field(default_factory=dict)
     seconds: float = 0.0
     model_calls: int = 0
+    failed: list = field(default_factory=list)     # [{"key", "image", "error"}] (executor runs)
 
     def to_dict(self):
         return {"method": self.method, "seeds": [int(s) for s in self.seeds], "vary": self.vary,
                 "params": self.params, "seconds": self.seconds, "model_calls": self.model_calls,
                 "top_k": TOP_K, "top_pixels": TOP_PIXELS,
-                "summary": self.summary, "images": [im.to_dict() for im in self.images]}
+                "summary": self.summary, "images": [im.to_dict() for im in self.images],
+                "failed": self.failed}
 
     def metrics(self) -> dict:
         """Flat numeric summary (for tracking)."""
@@ -160,19 +162,22 @@ class StabilityReport:
                 out[(i, e.seed)] = base / f"seed-{e.seed}"
         return out
 
-    def save(self, directory) -> Path:
+    def save(self, directory, explanations: bool = True, max_images: int | None = None) -> Path:
+        """``explanations=False``: the seed folders are already written (streamed by the
+        executors); ``max_images``: grid.png / std.png show the first images only."""
         from .plots import _plt, draw_overlay
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        for (i, s), sd in self.seed_dirs(d).items():
+        for (i, s), sd in (self.seed_dirs(d).items() if explanations else ()):
             exp = next(e for e in self.images[i].explanations if e.seed == s)
             exp.save(sd)
         (d / "stability.json").write_text(json.dumps(self.to_dict(), indent=2, default=_default))
         plt = _plt()
-        n, m = len(self.seeds), len(self.images)
+        shown = self.images[:max_images] if max_images else self.images
+        n, m = len(self.seeds), len(shown)
         # grid.png: one row per image, one overlay per seed
         fig, axes = plt.subplots(m, n, figsize=(2.2 * n, 2.4 * m + 0.4), dpi=90, squeeze=False)
-        for r, im in enumerate(self.images):
+        for r, im in enumerate(shown):
             for c, e in enumerate(im.explanations):
                 att = e.attribution
                 signed = bool(att.min() < 0 < att.max())
@@ -184,7 +189,7 @@ class StabilityReport:
         plt.close(fig)
         # std.png: per-pixel std across seeds
         fig, axes = plt.subplots(1, m, figsize=(3.6 * m, 3.4), dpi=90, squeeze=False)
-        for r, im in enumerate(self.images):
+        for r, im in enumerate(shown):
             stack = np.stack([e.attribution for e in im.explanations]).astype(np.float64)
             std = stack.std(0)
             ax = axes[0, r]
@@ -267,7 +272,6 @@ def stability_sweep(model, images, method: str, seeds=DEFAULT_SEEDS, vary: str =
                     progress=None, **params) -> StabilityReport:
     """Explain every image with every seed (``vary``: both|segmentation|sampling) and
     compare. ``progress``: optional callable(iterable) -> iterable (e.g. tqdm)."""
-    from .explainers import get_explainer
     from .explainers.lime import VARY
     seeds = [int(s) for s in seeds]
     if len(seeds) < 2:
@@ -281,32 +285,50 @@ def stability_sweep(model, images, method: str, seeds=DEFAULT_SEEDS, vary: str =
     images = list(images)
     if not images:
         raise XauditError("no images to explain")
-    base = get_explainer(method, **params)
-    seeded = getattr(base, "uses_seed", False)
-    if seeded:
-        base = base.clone(vary=vary)
+    base, seeded = sweep_explainer(method, vary, **params)
     t0 = time.perf_counter()
     before = model.counter.samples
     results = []
     it = list(enumerate(images))
     for i, im in (progress(it) if progress else it):
-        if hasattr(base, "explain_seeds"):
-            exps = base.explain_seeds(model, im, seeds, target)
-        elif seeded:
-            exps = [base.clone(seed=s).explain(model, im, target) for s in seeds]
-        else:   # deterministic method: explain once, the seeds cannot change it
-            e = base.explain(model, im, target)
-            exps = []
-            for s in seeds:
-                c = _copy_exp(e)
-                c.seed = s
-                exps.append(c)
-        results.append(analyse(_image_name(im, i), exps))
-    rep = StabilityReport(method=base.name, seeds=seeds, vary=vary if seeded else "none",
+        results.append(analyse(_image_name(im, i), explain_seeds(model, base, seeded, im, seeds, target)))
+    return finish_report(base, seeded, seeds, vary, results, time.perf_counter() - t0,
+                         int(model.counter.samples - before))
+
+
+def sweep_explainer(method: str, vary: str = "both", **params):
+    """-> (explainer, seeded): the sweep's base explainer (``vary`` applied when the
+    method uses a seed)."""
+    from .explainers import get_explainer
+    base = get_explainer(method, **params)
+    seeded = getattr(base, "uses_seed", False)
+    if seeded:
+        base = base.clone(vary=vary)
+    return base, seeded
+
+
+def explain_seeds(model, base, seeded, image, seeds, target=None) -> list:
+    """One image, every seed (one explanation per seed, in seed order)."""
+    if hasattr(base, "explain_seeds"):
+        return base.explain_seeds(model, image, seeds, target)
+    if seeded:
+        return [base.clone(seed=s).explain(model, image, target) for s in seeds]
+    e = base.explain(model, image, target)   # deterministic method: the seeds cannot change it
+    exps = []
+    for s in seeds:
+        c = _copy_exp(e)
+        c.seed = s
+        exps.append(c)
+    return exps
+
+
+def finish_report(base, seeded, seeds, vary, results, seconds, model_calls) -> StabilityReport:
+    """Per-image results -> StabilityReport (summary over images, cost)."""
+    rep = StabilityReport(method=base.name, seeds=[int(s) for s in seeds], vary=vary if seeded else "none",
                           params=_jsonable_params(base), images=results)
     rep.summary = _overall(results)
-    rep.seconds = time.perf_counter() - t0
-    rep.model_calls = int(model.counter.samples - before)
+    rep.seconds = seconds
+    rep.model_calls = int(model_calls)
     rep.summary["model_calls"] = rep.model_calls
     rep.summary["seconds"] = rep.seconds
     return rep

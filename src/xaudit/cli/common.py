@@ -56,3 +56,37 @@ def progress(iterable, args, **kw):
     from tqdm.auto import tqdm
     kw["disable"] = bool(getattr(args, "quiet", False)) or bool(kw.get("disable", False))
     return tqdm(iterable, file=sys.stderr, **kw)
+
+
+# ----------------------------------------------------------------------------- executors
+EXIT_PARTIAL = 4    # some tasks failed: everything else was written; rerun with the same --out to retry them
+
+
+def add_executor_options(p: argparse.ArgumentParser):
+    """``--executor local|process|ray``, ``--workers``, ``--ray-address``, ``--threads``."""
+    g = p.add_argument_group("execution (see docs/scale-out.md)")
+    g.add_argument("--executor", default="local", type=str.lower, choices=["local", "process", "ray"],
+                   help="where tasks run: in this process (default), a process pool on this machine, or Ray")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes / Ray actors (default: the CPU count; Ray: the cluster's CPUs)")
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster to connect to (auto, ray://host:10001, host:6379); default: start a local Ray")
+    g.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch threads per worker (default 1; the same value on every executor keeps results "
+                        "bit-identical)")
+
+
+def raise_if_all_failed(failed: list, total: int):
+    """Every task failed with the same kind of bad input (a wrong --target, --layer, an
+    unreadable image given alone ...): that is a usage error (exit 2, one line), not a
+    partial result."""
+    if failed and len(failed) >= total and all(f.get("user_error") for f in failed):
+        from ..errors import XauditError
+        raise XauditError(str(failed[0].get("error", "")).splitlines()[0])
+
+
+def report_failures(failed: list, what: str = "task"):
+    """One stderr line per failed task: ``xaudit: <what> failed: <key>: <error>``."""
+    for f in failed:
+        err = str(f.get("error", "")).splitlines()[0] if f.get("error") else "unknown error"
+        sys.stderr.write(f"xaudit: {what} failed: {f.get('key')}: {err}\n")

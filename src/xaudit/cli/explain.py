@@ -9,6 +9,7 @@ stdout (an object for one image, a list for several), each with its ``out`` fold
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ METHOD_CHOICES = ["auto", "fullgrad", "gradcam", "ig", "lime", "anchors", "occlu
 
 
 def register(subparsers):
-    from .common import add_model_options
+    from .common import add_executor_options, add_model_options
     p = subparsers.add_parser(
         "explain", help="explain predictions (FullGrad, Grad-CAM, IG, LIME, Anchors, Occlusion)",
         description="Explain a model's prediction on one or more images. --method auto: FullGrad "
@@ -34,6 +35,7 @@ def register(subparsers):
     p.add_argument("--out", help="output folder (default ./xaudit-out/explain-<UTC timestamp>)")
     p.add_argument("--json", action="store_true", help="print the explanation(s) as JSON")
     add_model_options(p)
+    add_executor_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -74,9 +76,13 @@ def _folder_names(paths):
 def run(args) -> int:
     from .. import tracking
     from ..errors import UnsupportedOperation
-    from ..explainers import choose_method, explainer_class
+    from ..executors import Ledger, Task, executor_from_args, write_files
+    from ..executors.tasks import explain_task
+    from ..explainers import Explanation, choose_method, explainer_class
+    from ..explainers.base import model_summary
     from ..images import list_images
-    from .common import load_model_from_args, print_json, progress
+    from .common import (EXIT_PARTIAL, load_model_from_args, model_overrides, print_json, progress,
+                         raise_if_all_failed, report_failures)
 
     images = list_images(args.images)
     model = load_model_from_args(args)
@@ -91,36 +97,70 @@ def run(args) -> int:
         raise UnsupportedOperation(f"--method {method} needs gradients, which are not reachable for "
                                    f"{model.source}: {model.gradients_reason} (try --method lime or occlusion)")
     params = _params_for(method, args)
-    explainer = cls(**params)
+    cls(**params)   # parameters are checked here, before any work
     out = Path(args.out) if args.out else Path("xaudit-out") / time.strftime("explain-%Y%m%d-%H%M%S", time.gmtime())
     several = len(images) > 1
-    dirs = [out / n for n in _folder_names(images)] if several else [out]
-    results = []
+    names = _folder_names(images) if several else ["."]
+    dirs = [out / n for n in names] if several else [out]
     run_params = {"method": method, "method_requested": args.method, "method_reason": reason,
                   "images": len(images), "target": args.target, **{f"{method}.{k}": v for k, v in params.items()}}
-    with tracking.command_run(args, "explain", model=model, params=run_params) as tr:
-        it = zip(images, dirs)
+    meta = {"method_requested": args.method, "method_reason": reason}
+    # resume: a task is done once its files are written and the ledger says so
+    ledger = Ledger(out, {"command": "explain", "model": model_summary(model), "overrides": model_overrides(args),
+                          "method": method, "params": params, "target": args.target, "meta": meta})
+    if ledger.restarted and not args.quiet:
+        print(f"xaudit: {out} holds results of another run: starting over", file=sys.stderr)
+    pending = [i for i, n in enumerate(names) if not ledger.is_done(n)]
+    tasks = (Task(key=names[i], image=str(images[i]), method=method, seed=None,
+                  params={"explainer": params, "target": args.target, "meta": meta}) for i in pending)
+    results, failed = [], []
+    with tracking.command_run(args, "explain", model=model, params=run_params) as tr, ledger, \
+            executor_from_args(args, model=model) as ex:
+        tracked = bool(getattr(tr, "enabled", False))
+        it = ex.map(explain_task, tasks)
         if several:
-            it = progress(list(it), args, desc=f"explain ({method})", unit="image")
-        for i, (img, d) in enumerate(it):
-            exp = explainer.explain(model, img, args.target)
-            exp.meta["method_requested"] = args.method
-            exp.meta["method_reason"] = reason
-            exp.save(d)
-            tracking.log_explanation(tr, exp, step=i if several else None)
-            row = exp.to_dict()
-            row["out"] = str(d)
-            results.append(row)
-            if not args.json and not args.quiet and not several:
-                _describe(exp, d)
+            it = progress(it, args, desc=f"explain ({method})", unit="image", total=len(pending))
+        for r in it:      # results stream in order; nothing is kept but the failures
+            i = pending[r.index]
+            if r.ok:
+                write_files(dirs[i], r.value["files"])
+                ledger.mark_done(r.key, image=str(images[i]))
+                exp = r.value["explanation"]
+                if tracked:
+                    tracking.log_explanation(tr, exp, step=i if several else None)
+                if not args.json and not args.quiet and not several:
+                    _describe(exp, dirs[i])
+            else:
+                ledger.mark_failed(r.key, r.error, image=str(images[i]))
+                failed.append({"key": r.key, "image": str(images[i]), "out": str(dirs[i]), "error": r.error,
+                               "user_error": r.user_error})
+        raise_if_all_failed(failed, len(images))
+        if tracked:           # explanations finished by an earlier run of the same --out
+            done_before = sorted(set(range(len(dirs))) - set(pending))
+            for i in done_before:
+                tracking.log_explanation(tr, Explanation.load(dirs[i]), step=i if several else None)
+        if args.json:
+            bad = {f["out"]: f for f in failed}
+            for d in dirs:
+                if str(d) in bad:
+                    results.append({**bad[str(d)], "failed": True})
+                else:
+                    row = json.loads((d / "explanation.json").read_text())
+                    row["out"] = str(d)
+                    results.append(row)
         tr.log_artifacts(out)
+    report_failures(failed, "explanation")
     if args.json:
-        print_json(results[0] if not several else results)
+        print_json(results[0] if not several and results else results)
     elif several and not args.quiet:
-        print(f"{len(results)} explanations ({method}: {reason}) written to {out}", file=sys.stderr)
+        skipped = len(images) - len(pending)
+        print(f"{len(images) - len(failed)} explanations ({method}: {reason}) written to {out}"
+              + (f" ({skipped} from an earlier run)" if skipped else "")
+              + (f"; {len(failed)} failed (rerun with the same --out to retry them)" if failed else ""),
+              file=sys.stderr)
     if not args.json:
         print(str(out))
-    return 0
+    return EXIT_PARTIAL if failed else 0
 
 
 def _describe(exp, d):

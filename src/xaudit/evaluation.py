@@ -885,21 +885,29 @@ def evaluate(model, dataset="signs", methods=None, n: int = 200, config: EvalCon
                      seconds=time.perf_counter() - t0, failed=failed)
 
 
-def _task_fn(model, task, config):
+def task_entry(model, task, config):
+    """``fn(model, task)`` for executors (use ``functools.partial(task_entry, config=...)``;
+    module-level, hence picklable)."""
     return run_task(model, task, config)
 
 
 def run_tasks(model, tasks, config, progress=None, executor=None):
-    """Run tasks locally (or through ``executor.map``); -> (results, failed)."""
+    """Run tasks in a local loop, or through ``executor.map(fn, tasks)`` (an
+    :mod:`xaudit.executors` executor: results in task order as ``TaskResult`` with ``ok``,
+    ``value``, ``error``; a failed task is listed, the others are kept). -> (results, failed)."""
+    import functools
+    from dataclasses import replace
     results, failed = [], []
     if executor is not None:
-        it = executor.map(lambda m, t: run_task(m, t, config), tasks)
+        light = replace(config, method_params={})          # the tasks carry their own parameters
+        it = executor.map(functools.partial(task_entry, config=light), tasks)
         it = progress(it, total=len(tasks)) if progress else it
         for t, r in zip(tasks, it):
-            if isinstance(r, dict) and "error" in r and "kind" not in r:
-                failed.append({"key": t.key, "error": r["error"]})
+            if getattr(r, "ok", True) and not (isinstance(r, dict) and "kind" not in r):
+                results.append(r.value if hasattr(r, "value") else r)
             else:
-                results.append(r)
+                err = getattr(r, "error", None) or (r.get("error") if isinstance(r, dict) else "failed")
+                failed.append({"key": t.key, "error": str(err).splitlines()[0] if err else "failed"})
         return results, failed
     it = progress(tasks, total=len(tasks)) if progress else tasks
     for t in it:

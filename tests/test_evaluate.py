@@ -266,3 +266,29 @@ def test_cli_dataset_file_not_dir(tmp_path, capsys):
     f.write_text("x")
     assert main(["--no-track", "evaluate", str(model_path("signs.pt")), "--dataset", str(f), "--quiet"]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- executors, resume
+def test_cli_process_executor_same_numbers_and_resume(tmp_path, sign_dir, capsys):
+    """Tasks on 2 worker processes give the same numbers as the local executor; a rerun with
+    the same --out resumes from the ledger (nothing recomputed, same numbers)."""
+    from xaudit.cli import main
+    base = ["--no-track", "evaluate", str(model_path("signs.pt")), "--dataset", str(sign_dir), "--methods",
+            "fullgrad,lime", "--n", "3", "--lime-samples", "30", "--sanity-n", "1", "--stability-n", "1",
+            "--seeds", "1,11", "--steps", "4", "--random-orders", "1", "--quiet", "--json"]
+    outs = {}
+    for name, extra in (("local", []), ("process", ["--executor", "process", "--workers", "2"]),
+                        ("resumed", [])):
+        out = tmp_path / ("local" if name == "resumed" else name)
+        assert main(base + ["--out", str(out)] + extra) == 0, name
+        outs[name] = json.loads(capsys.readouterr().out)
+    for name in ("process", "resumed"):
+        for m in ("fullgrad", "lime"):
+            a, b = outs["local"]["summary"][m], outs[name]["summary"][m]
+            for k in ("pointing_game", "energy_in_mask", "deletion_auc", "insertion_auc", "deletion_auc_random",
+                      "sanity_spearman", "model_calls_per_image"):
+                assert a[k] == b[k], (name, m, k)
+            if m == "lime":
+                assert a["stability"]["spearman"] == b["stability"]["spearman"]
+    ledger = (tmp_path / "local" / ".xaudit-tasks.jsonl").read_text().splitlines()
+    assert len(ledger) == 1 + 3 * 3 + 1    # fingerprint + 3 x (random, fullgrad, lime) + lime seed 11 on image 0

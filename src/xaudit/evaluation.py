@@ -846,11 +846,12 @@ def _params(config: EvalConfig, methods) -> dict:
 # ============================================================================ driver
 def evaluate(model, dataset="signs", methods=None, n: int = 200, config: EvalConfig | None = None,
              progress=None, executor=None, data_seed: int | None = None,
-             pole_variant: str = DEFAULT_POLE_VARIANT, anchor_backgrounds: int = 16,
+             pole_variant: str = DEFAULT_POLE_VARIANT, anchor_backgrounds: int = 16, ledger=None,
              **config_kw) -> EvaluationReport:
     """Evaluate ``methods`` on ``dataset`` (``"signs"``, ``"poles"``, a folder or a
     :class:`Dataset`). ``progress``: optional ``callable(iterable, total=) -> iterable``;
-    ``executor``: optional object with ``map(fn, tasks)`` (results in task order);
+    ``executor``: optional :mod:`xaudit.executors` executor (``map(fn, tasks)``, results in
+    task order); ``ledger``: optional resume ledger (see :func:`run_tasks`);
     ``config_kw`` override :class:`EvalConfig` fields."""
     methods = parse_methods(methods)
     config = config or EvalConfig()
@@ -880,7 +881,7 @@ def evaluate(model, dataset="signs", methods=None, n: int = 200, config: EvalCon
     probs = model.predict(np.stack(ds.images))
     targets = probs.argmax(1)
     tasks = make_tasks(ds, targets, methods, config)
-    results, failed = run_tasks(model, tasks, config, progress=progress, executor=executor)
+    results, failed = run_tasks(model, tasks, config, progress=progress, executor=executor, ledger=ledger)
     return aggregate(results, ds, targets, probs, methods, config, model=model,
                      seconds=time.perf_counter() - t0, failed=failed)
 
@@ -891,25 +892,65 @@ def task_entry(model, task, config):
     return run_task(model, task, config)
 
 
-def run_tasks(model, tasks, config, progress=None, executor=None):
+def _encode(v):
+    if isinstance(v, np.ndarray):
+        return {"__nd__": v.tolist(), "dtype": str(v.dtype), "shape": list(v.shape)}
+    if isinstance(v, dict):
+        return {k: _encode(x) for k, x in v.items()}
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _decode(v):
+    if isinstance(v, dict):
+        if "__nd__" in v:
+            return np.asarray(v["__nd__"], dtype=v["dtype"]).reshape(v["shape"])
+        return {k: _decode(x) for k, x in v.items()}
+    return v
+
+
+def run_tasks(model, tasks, config, progress=None, executor=None, ledger=None):
     """Run tasks in a local loop, or through ``executor.map(fn, tasks)`` (an
     :mod:`xaudit.executors` executor: results in task order as ``TaskResult`` with ``ok``,
-    ``value``, ``error``; a failed task is listed, the others are kept). -> (results, failed)."""
+    ``value``, ``error``; a failed task is listed, the others are kept). ``ledger``: an
+    :class:`xaudit.executors.Ledger`; tasks it holds as done are not run again (their
+    results are stored in it), new results are added. -> (results, failed)."""
     import functools
     from dataclasses import replace
     results, failed = [], []
+    if ledger is not None:
+        todo = []
+        for t in tasks:
+            rec = ledger.done.get(t.key)
+            if rec is not None and "result" in rec:
+                results.append(_decode(rec["result"]))
+            else:
+                todo.append(t)
+        tasks = todo
+
+    def ok(t, r):
+        results.append(r)
+        if ledger is not None:
+            ledger.mark_done(t.key, result=_encode(r))
+
+    def bad(t, err):
+        err = str(err).splitlines()[0] if err else "failed"
+        failed.append({"key": t.key, "error": err})
+        if ledger is not None:
+            ledger.mark_failed(t.key, err)
+
     if executor is not None:
         light = replace(config, method_params={})          # the tasks carry their own parameters
         it = executor.map(functools.partial(task_entry, config=light), tasks)
         it = progress(it, total=len(tasks)) if progress else it
         for t, r in zip(tasks, it):
-            if getattr(r, "ok", True) and not (isinstance(r, dict) and "kind" not in r):
-                results.append(r.value if hasattr(r, "value") else r)
+            if getattr(r, "ok", False):
+                ok(t, r.value)
             else:
-                err = getattr(r, "error", None) or (r.get("error") if isinstance(r, dict) else "failed")
-                failed.append({"key": t.key, "error": str(err).splitlines()[0] if err else "failed"})
+                bad(t, getattr(r, "error", None))
         return results, failed
     it = progress(tasks, total=len(tasks)) if progress else tasks
     for t in it:
-        results.append(run_task(model, t, config))
+        ok(t, run_task(model, t, config))
     return results, failed

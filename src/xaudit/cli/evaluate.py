@@ -4,7 +4,10 @@ Per method: pointing game, energy in mask / background share, deletion and inser
 (each vs a random pixel order), the parameter-randomisation sanity check, seed stability,
 seconds and model calls per image. Writes into ``--out``: ``evaluation.json``,
 ``evaluation.md``, ``evaluation.html`` (self-contained) and ``evaluation.png``; tracked in
-MLflow (one metric per method x metric, the files as artifacts). See docs/evaluation.md.
+MLflow (one metric per method x metric, the files as artifacts). Tasks run on
+``--executor local|process|ray``; a rerun with the same ``--out`` resumes (finished tasks
+are kept in ``<out>/.xaudit-tasks.jsonl``); failed tasks are listed and exit 4 (partial).
+See docs/evaluation.md.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ DEFAULT_METHODS = "fullgrad,gradcam,ig,lime,anchors,occlusion"
 
 
 def register(subparsers):
-    from .common import add_model_options
+    from .common import add_executor_options, add_model_options
     p = subparsers.add_parser(
         "evaluate", help="faithfulness evaluation of explanation methods on images with ground-truth masks",
         description="Explain images with ground-truth evidence masks with each method and measure pointing game, "
@@ -51,6 +54,7 @@ def register(subparsers):
     p.add_argument("--anchors-threshold", type=float, help="Anchors precision threshold (default 0.95)")
     p.add_argument("--json", action="store_true", help="print evaluation summary JSON on stdout")
     add_model_options(p)
+    add_executor_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -108,7 +112,10 @@ def _check(args):
 def run(args) -> int:
     from .. import tracking
     from ..evaluation import EvalConfig, evaluate
-    from .common import load_model_from_args, print_json, progress
+    from ..executors import Ledger, executor_from_args
+    from ..explainers.base import model_summary
+    from .common import (EXIT_PARTIAL, load_model_from_args, model_overrides, print_json, progress,
+                         report_failures)
 
     methods, seeds = _check(args)      # bad input fails before the model loads
     mp = _method_params(args)
@@ -123,15 +130,24 @@ def run(args) -> int:
                   "deletion_baseline": args.deletion_baseline, "insertion_start": args.insertion_start,
                   "sanity_n": args.sanity_n, "sanity_seed": args.sanity_seed, "stability_n": args.stability_n,
                   "data_seed": args.data_seed, "pole_variant": args.pole_variant,
-                  "anchors_backgrounds": args.anchors_backgrounds,
+                  "anchors_backgrounds": args.anchors_backgrounds, "executor": args.executor,
                   **{f"{m}.{k}": v for m, d in mp.items() for k, v in d.items()}}
-    with tracking.command_run(args, "evaluate", model=model, params=run_params) as tr:
+    # resume: rerunning with the same --out and the same settings skips finished tasks
+    fingerprint = {"command": "evaluate", "model": model_summary(model), "overrides": model_overrides(args),
+                   **{k: v for k, v in run_params.items() if k != "executor"}}
+    ledger = Ledger(out, fingerprint)
+    if ledger.done and not args.quiet:
+        sys.stderr.write(f"xaudit: resuming in {out}: {len(ledger.done)} tasks already done\n")
+    with tracking.command_run(args, "evaluate", model=model, params=run_params) as tr, ledger, \
+            executor_from_args(args, model=model) as ex:
         rep = evaluate(model, args.dataset, methods, n=args.n, config=config, data_seed=args.data_seed,
                        pole_variant=args.pole_variant, anchor_backgrounds=args.anchors_backgrounds,
+                       executor=ex, ledger=ledger,
                        progress=lambda it, total=None: progress(it, args, desc="evaluate", unit="task", total=total))
         rep.save(out)
         tr.log_metrics(rep.metrics())
-        tr.log_metrics({"dataset.accuracy": rep.dataset["accuracy"] or 0.0, "seconds": rep.seconds})
+        tr.log_metrics({"dataset.accuracy": rep.dataset["accuracy"] or 0.0, "seconds": rep.seconds,
+                        "failed_tasks": len(rep.failed)})
         tr.log_artifacts(out)
     if args.json:
         print_json({"out": str(out), "dataset": rep.dataset, "summary": rep.summary, "random": rep.random,
@@ -140,4 +156,5 @@ def run(args) -> int:
         if not args.quiet:
             sys.stderr.write(rep.markdown().split("\n\n", 2)[2].split("\n\n")[0] + "\n")
         print(str(out))
-    return 1 if rep.failed else 0
+    report_failures(rep.failed, "evaluation task")
+    return EXIT_PARTIAL if rep.failed else 0

@@ -665,7 +665,7 @@ class EvaluationReport:
         from .plots import _plt
         plt = _plt()
         methods = self.methods
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=90)
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), dpi=90)
         cmap = plt.get_cmap("tab10")
         frac = np.linspace(0, 1, int(self.params.get("steps", 32)) + 1)
         for ax, kind in zip(axes[:2], ("deletion", "insertion")):
@@ -695,7 +695,7 @@ class EvaluationReport:
         ax.set_xticks(np.arange(len(methods)))
         ax.set_xticklabels(methods, fontsize=8)
         ax.set_ylim(-0.1, 1.05)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=3, frameon=False)
         ax.set_title("mask metrics and randomisation check", fontsize=10)
         fig.suptitle(f"{Path(str(self.model.get('source', ''))).name} on {self.dataset.get('name')} "
                      f"({self.dataset.get('n')} images)", fontsize=11)

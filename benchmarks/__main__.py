@@ -109,7 +109,7 @@ def fmt(v) -> str:
         if a >= 10:
             return f"{v:.1f}"
         if a >= 0.01:
-            return f"{v:.3g}" if a < 1 else f"{v:.2f}"
+            return f"{v:.3f}" if a < 1 else f"{v:.2f}"
         return f"{v:.2e}"
     if isinstance(v, dict) and "median" in v:
         return fmt(v["median"])

@@ -187,6 +187,7 @@ def render(records: list[dict], title_note: str = "") -> str:
                            for r in records])
         lines.append("")
     all_targets = []
+    loads = {}
     for r in records:
         res = r.get("result", {})
         tg = res.get("targets")
@@ -194,6 +195,10 @@ def render(records: list[dict], title_note: str = "") -> str:
             tg = generic_view(res)[1]
         for t in tg:
             all_targets.append((r["benchmark"], t))
+        la, lb = r.get("load_average_before") or [], r.get("load_average_after") or []
+        if la and lb:
+            loads[r["benchmark"]] = (f"1-min load average {la[0]} → {lb[0]} on "
+                                     f"{(r.get('machine') or {}).get('cores', '?')} cores during this benchmark")
     lines += ["## Targets", ""]
     if all_targets:
         lines += md_table([{"benchmark": b, "target": t.get("name"), "case": t.get("case"),
@@ -205,7 +210,8 @@ def render(records: list[dict], title_note: str = "") -> str:
         why = [(b, t) for b, t in all_targets if t.get("met") is False and t.get("why")]
         if why:
             lines += ["", "Why the targets marked *not met* are missed:", ""]
-            lines += [f"- **{t['name']}** ({t.get('case') or b}): {t['why']}" for b, t in why]
+            lines += [f"- **{t['name']}** ({t.get('case') or b}): {t['why']}"
+                      + (f" ({loads[b]})" if b in loads else "") for b, t in why]
     else:
         lines.append("(no targets)")
     lines.append("")

@@ -196,7 +196,9 @@ def run(quick: bool = False, repeats: int = 3) -> dict:
                                 "the forward pass is real work, the ratio is the one to read"))
     notes.append("xaudit's IG *is* Captum's IntegratedGradients on xaudit's differentiable view, so its time ratio "
                  "measures the adapter/view overhead and the agreement checks the view; xaudit's Grad-CAM is "
-                 "native (Captum's hooks cannot reach nodes of converted graphs).")
+                 "native (Captum's hooks cannot reach nodes of converted graphs). On the shipped signs.pt, xaudit "
+                 "differentiates the TorchScript file through its aten interpreter while Captum runs on an eager copy "
+                 "of the weights, so that time ratio includes the interpreter.")
     if quick:
         notes.append(f"quick mode: IG with {ig_steps_small} steps (shipped) / {ig_steps_big} (ResNet18); "
                      "no ONNX rows.")

@@ -53,6 +53,7 @@ def run_one(name: str, quick: bool, repeats: int) -> tuple[dict, bool]:
     """Import ``benchmarks.bench_<name>`` and call its ``run``. -> (record, ok)."""
     C.quiet_env()
     import torch
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)   # stable ratios on a shared machine; benchmarks may override
     before = C.load_average()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -67,10 +68,12 @@ def run_one(name: str, quick: bool, repeats: int) -> tuple[dict, bool]:
         ok = False
         traceback.print_exc()
         result = {"error": f"{type(e).__name__}: {e}"}
+    machine = C.machine_info()
+    torch.set_num_threads(threads)
     record = {"benchmark": name, "quick": bool(quick), "repeats": int(repeats), "started_utc": started,
               "wall_seconds": round(time.perf_counter() - t0, 2),
               "load_average_before": before, "load_average_after": C.load_average(),
-              "machine": C.machine_info(), "result": result}
+              "machine": machine, "result": result}
     return record, ok
 
 

@@ -66,3 +66,21 @@ def test_render_reports_errors_and_missed_targets():
     assert "**error**: `ValueError: boom`" in md
     assert "**not met**" in md and "- **t <= 1** (b): too slow" in md
     assert "| speedup | 3.00 |" in md and "| c | target_met |" in md
+
+
+def test_a_benchmark_that_raises_is_recorded_as_an_error():
+    import types
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.__main__ import run_one
+    mod = types.ModuleType("benchmarks.bench_raises_for_test")
+
+    def run(quick=False, repeats=3):
+        raise ValueError("boom")
+    mod.run = run
+    sys.modules[mod.__name__] = mod
+    try:
+        rec, ok = run_one("raises_for_test", quick=True, repeats=3)
+    finally:
+        del sys.modules[mod.__name__]
+    assert ok is False and rec["result"] == {"error": "ValueError: boom"}
+    assert rec["benchmark"] == "raises_for_test" and rec["machine"]["cores"] >= 1

@@ -43,24 +43,34 @@ def _spec():
     return ModelSpec.of(_signs_pt())
 
 
+@pytest.fixture(scope="module")
+def pool():
+    """One 2-process pool shared by the tests that do not kill its workers."""
+    from xaudit.executors import get_executor
+    ex = get_executor("process", _spec(), workers=2)
+    yield ex
+    ex.close()
+
+
 # ------------------------------------------------------------------------------ API
-def test_process_matches_local_bit_for_bit_and_loads_once():
+def test_process_matches_local_bit_for_bit_and_loads_once(pool):
     """LIME (the method whose floats depend on torch's thread count) through the local
-    loop and a 2-process pool: identical attributions; each worker loaded the model once."""
+    loop and a 2-process pool: identical attributions; each worker loaded the model once
+    (however many tasks and map calls it served)."""
     from xaudit.executors import Task, generated_images, get_executor
     from xaudit.executors.tasks import explain_task, load_count_task
 
     def tasks():
         return (Task(key=r.stem, image=r, method="lime", seed=7, params={"explainer": {"num_samples": 120}})
-                for r in generated_images("signs", 4, seed=3))
+                for r in generated_images("signs", 3, seed=3))
 
     with get_executor("local", _spec()) as ex:
         loc = [r.value["explanation"] for r in ex.map(explain_task, tasks())]
-    with get_executor("process", _spec(), workers=2) as ex:
-        res = list(ex.map(explain_task, tasks()))
-        loads = list(ex.map(load_count_task, [type(res[0].task)(key=str(i)) for i in range(6)]))
-        pids = set(ex.pids())
-    assert [r.index for r in res] == [0, 1, 2, 3] and all(r.ok for r in res)
+    ex = pool
+    res = list(ex.map(explain_task, tasks()))
+    loads = list(ex.map(load_count_task, [Task(key=str(i)) for i in range(6)]))
+    pids = set(ex.pids())
+    assert [r.index for r in res] == [0, 1, 2] and all(r.ok for r in res)
     for a, r in zip(loc, res):
         b = r.value["explanation"]
         assert np.array_equal(a.attribution, b.attribution)
@@ -72,10 +82,10 @@ def test_process_matches_local_bit_for_bit_and_loads_once():
     assert len({r.worker for r in res}) == 2
 
 
-def test_results_in_order_with_bounded_window():
+def test_results_in_order_with_bounded_window(pool):
     """Tasks of uneven length come back in task order; the task iterable is consumed
     lazily (never more than the window ahead of what has been yielded)."""
-    from xaudit.executors import Task, get_executor
+    from xaudit.executors import Task
     pulled = []
 
     def tasks():
@@ -83,11 +93,10 @@ def test_results_in_order_with_bounded_window():
             pulled.append(i)
             yield Task(key=f"t{i}", seed=i, params={"sleep": 0.3 if i % 3 == 0 else 0.02})
 
-    with get_executor("process", _spec(), workers=2, window=4) as ex:
-        got = []
-        for r in ex.map(slow_task, tasks()):
-            assert len(pulled) <= r.index + 1 + 4
-            got.append(r.value[0])
+    got = []
+    for r in pool.map(slow_task, tasks(), window=4):
+        assert len(pulled) <= r.index + 1 + 4
+        got.append(r.value[0])
     assert got == [f"t{i}" for i in range(10)]
 
 
@@ -132,12 +141,11 @@ def _dispatch(model, task):
     return (kill_self_task if task.key == "t2" else slow_task)(model, task)
 
 
-def test_failing_task_reported_with_its_error():
+def test_failing_task_reported_with_its_error(pool):
     from xaudit.executors import Task, get_executor
     tasks = [Task(key=f"t{i}", params={"fail": i == 1}) for i in range(3)]
-    for name in ("local", "process"):
-        with get_executor(name, _spec(), workers=2) as ex:
-            res = list(ex.map(raising_task, tasks))
+    for ex in (get_executor("local", _spec()), pool):
+        res = list(ex.map(raising_task, tasks))
         assert [r.ok for r in res] == [True, False, True]
         assert res[1].error == "ValueError: task t1 was told to fail" and res[1].attempts == 1
 
@@ -201,8 +209,8 @@ def test_explain_cli_failed_task_partial_results(images, tmp_path, capsys):
     assert (out / "sign000" / "attribution.npy").exists() and (out / "sign001" / "overlay.png").exists()
     assert not (out / "broken" / "attribution.npy").exists()
     # a single bad image alone is bad input: exit 2, one line
-    rc, so, err = _main(["explain", _signs_pt(), str(d / "broken.png"), "--executor", "process", "--workers", "1",
-                         "--out", str(tmp_path / "o2"), "--no-track"], capsys)
+    rc, so, err = _main(["explain", _signs_pt(), str(d / "broken.png"), "--out", str(tmp_path / "o2"), "--no-track"],
+                        capsys)
     assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
@@ -210,7 +218,7 @@ def test_explain_cli_resume_after_kill(images, tmp_path):
     """Kill the driver (SIGKILL) mid-run; the rerun with the same --out keeps the finished
     explanations (not recomputed) and does only the rest."""
     src = tmp_path / "imgs"
-    write_sign_pngs(src, 8, seed=9)
+    write_sign_pngs(src, 6, seed=9)
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "xaudit", "explain", _signs_pt(), str(src), "--method", "lime", "--seed", "1",
            "--out", str(out), "--no-track", "--quiet"]
@@ -223,17 +231,17 @@ def test_explain_cli_resume_after_kill(images, tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     done = [r["key"] for r in ledger_lines(out) if r["status"] == "done"]
-    assert 2 <= len(done) < 8, f"interrupted too late or too early: {done}"
+    assert 2 <= len(done) < 6, f"interrupted too late or too early: {done}"
     mtimes = {k: (out / k / "attribution.npy").stat().st_mtime_ns for k in done}
     r = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"({len(done)} from an earlier run)" in r.stderr
     assert {k: (out / k / "attribution.npy").stat().st_mtime_ns for k in done} == mtimes
-    assert len(attributions(out)) == 8
-    assert len([x for x in ledger_lines(out) if x["status"] == "done"]) == 8
+    assert len(attributions(out)) == 6
+    assert len([x for x in ledger_lines(out) if x["status"] == "done"]) == 6
     # a third run has nothing left to do
     r = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "(8 from an earlier run)" in r.stderr
+    assert r.returncode == 0 and "(6 from an earlier run)" in r.stderr
 
 
 def test_explain_cli_other_params_start_over(images, tmp_path, capsys):
@@ -244,3 +252,53 @@ def test_explain_cli_other_params_start_over(images, tmp_path, capsys):
     assert rc == 0
     assert all(json.loads((out / f"sign{i:03d}" / "explanation.json").read_text())["method"] == "occlusion"
                for i in range(4))
+
+
+def test_stability_cli_process_matches_local_and_resumes(images, tmp_path, capsys):
+    outs = {}
+    for name in ("local", "process"):
+        out = tmp_path / name
+        rc, so, err = _main(["stability", _signs_pt(), str(images), "--num-samples", "80", "--seeds", "1,2",
+                             "--executor", name, "--workers", "2", "--out", str(out), "--no-track", "--quiet",
+                             "--json"], capsys)
+        assert rc == 0, err
+        outs[name] = json.loads(so)
+        assert (out / "grid.png").exists() and (out / "std.png").exists() and outs[name]["failed"] == []
+    a, b = attributions(tmp_path / "local"), attributions(tmp_path / "process")
+    assert len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
+    strip = lambda d: [(im["image"], im["pairwise"], im["summary"]) for im in d["images"]]  # noqa: E731
+    assert strip(outs["local"]) == strip(outs["process"])
+    # rerun on the same --out: nothing recomputed, same stability.json
+    rc, so, err = _main(["stability", _signs_pt(), str(images), "--num-samples", "80", "--seeds", "1,2",
+                         "--out", str(tmp_path / "local"), "--no-track", "--quiet", "--json"], capsys)
+    assert rc == 0 and json.loads(so)["model_calls"] == 0
+    assert strip(json.loads(so)) == strip(outs["local"])
+
+
+def test_audit_cli_process_matches_local(tmp_path):
+    import _monitor_helpers as h
+    from xaudit.capture import CaptureWriter
+    from xaudit.images import encode_png
+    from xaudit.serve import format_prediction
+    mf = h.make_onnx(tmp_path / "m.onnx")
+    model = h.load(mf)
+    imgs = h.images(300, seed=9)
+    preds = model.predict(model.preprocess_batch(list(imgs))).argmax(1)
+    target = int(np.bincount(preds, minlength=h.NCLS).argmax())
+    w = CaptureWriter(tmp_path / "cap", "ep")
+    for im in [im for im, p in zip(imgs, preds) if p == target][:30]:
+        x = model.preprocess(im)
+        w.capture(encode_png(x), "image/png", json.dumps(format_prediction(model, model.predict(x)[0])))
+    w.close()
+    res = {}
+    for name in ("local", "process"):
+        out = tmp_path / f"audit-{name}"
+        r = subprocess.run([sys.executable, "-m", "xaudit", "--no-track", "--quiet", "audit", str(tmp_path / "cap"),
+                            "--model", str(mf), "--explain", "3", "--method", "lime", "--executor", name,
+                            "--workers", "2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 3, r.stderr
+        a = json.loads((out / "audit.json").read_text())
+        assert a["failed"] == [] and len(a["classes"][0]["captured"]) == 3
+        res[name] = attributions(out)
+    assert len(res["local"]) == 3
+    assert all(np.array_equal(v, res["process"][k]) for k, v in res["local"].items())

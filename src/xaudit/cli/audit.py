@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_model_options
+from .common import add_executor_options, add_model_options
 from .monitor import add_monitor_options
 
 
@@ -26,6 +26,7 @@ def register(sub):
     p.add_argument("--references", type=int, default=3, help="reference images per class (3)")
     p.add_argument("--out", default="audit-out", help="output folder")
     add_model_options(p)
+    add_executor_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -79,10 +80,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from .. import tracking
-    from ..explainers import explain
     from ..monitoring import summary_lines
     from ..plots import save_grid
-    from .common import load_model_from_args, progress
+    from .common import load_model_from_args
     from .monitor import log_monitor, monitor_from_args
     out = Path(args.out)
     model = load_model_from_args(args, args.model)
@@ -105,20 +105,26 @@ def run(args) -> int:
         audit = {"capture": args.capture, "violations": result.violations, "classes": []}
         panels_img, panels_att, titles = [], [], []
         ncols = args.explain + args.references
+        failed = []
         if windows and args.explain > 0:
             inputs = collect_inputs(args.capture, windows, args.explain, model)
+            jobs = []       # (class, kind, canonical image, id, folder)
+            for c in sorted(windows):
+                refs, ref_paths = reference_images(model, c, baseline, args.reference, args.references)
+                cap = [("captured", img, eid) for img, _, eid in inputs.get(c, [])]
+                ref = [("reference", img, p) for img, p in zip(refs, ref_paths)]
+                for kind, lst in (("captured", cap), ("reference", ref)):
+                    for j, (_, img, ident) in enumerate(lst):
+                        jobs.append((c, kind, img, ident, out / f"class_{c}" / f"{kind}_{j:02d}"))
+            exps, failed = _explain_jobs(args, model, out, jobs, windows)
             for c in sorted(windows):
                 lab = model.label_of(c) if model.labels else str(c)
                 entry = {"class_index": c, "class_label": lab, "window": list(windows[c]),
                          "captured": [], "reference": []}
-                refs, ref_paths = reference_images(model, c, baseline, args.reference, args.references)
-                jobs = [("captured", img, eid) for img, _, eid in inputs.get(c, [])] + \
-                       [("reference", img, p) for img, p in zip(refs, ref_paths)]
                 row_img, row_att, row_t = [], [], []
-                for kind, img, ident in progress(jobs, args, desc=f"explaining class {c}"):
-                    exp = explain(model, img, method=args.method, target=c)
-                    d = out / f"class_{c}" / f"{kind}_{len(entry[kind]):02d}"
-                    exp.save(d)
+                for (jc, kind, img, ident, d), exp in zip(jobs, exps):
+                    if jc != c or exp is None:
+                        continue
                     att = exp.attribution
                     entry[kind].append({"id": ident, "folder": str(d), "method": exp.method,
                                         "target_prob": float(exp.target_prob),
@@ -134,6 +140,7 @@ def run(args) -> int:
                 panels_att += row_att
                 titles += row_t
                 audit["classes"].append(entry)
+        audit["failed"] = [{k: f[k] for k in ("key", "id", "error")} for f in failed]
         out.mkdir(parents=True, exist_ok=True)
         if panels_img:
             save_grid(panels_img, panels_att, titles, out / "audit.png", ncols=ncols,
@@ -143,9 +150,58 @@ def run(args) -> int:
         for f in ("audit.json", "audit.png"):
             if (out / f).exists():
                 trun.log_artifact(str(out / f))
+    from .common import report_failures
+    report_failures(failed, "explanation")
     print(f"audit of {len(windows)} violating class(es) written to {out}/audit.json"
-          + (", audit.png" if panels_img else ""), file=sys.stderr)
+          + (", audit.png" if panels_img else "")
+          + (f"; {len(failed)} explanation(s) failed (listed in audit.json; rerun with the same --out to retry them)"
+             if failed else ""), file=sys.stderr)
+    if failed and not result.violations:
+        from .common import EXIT_PARTIAL
+        return EXIT_PARTIAL
     return 3 if result.violations else 0
+
+
+def _explain_jobs(args, model, out, jobs, windows):
+    """Explain every (class, kind, image, id, folder) job through the executor
+    (``--executor``); explanations finished by an earlier run of the same ``--out`` are
+    loaded back. -> (explanations or None per job, failed)."""
+    from ..errors import UnsupportedOperation
+    from ..executors import Ledger, Task, executor_from_args, write_files
+    from ..executors.tasks import explain_task
+    from ..explainers import Explanation, choose_method, explainer_class
+    from ..explainers.base import model_summary
+    from .common import model_overrides, progress
+    method, reason = choose_method(model, args.method)
+    cls = explainer_class(method)
+    if cls.needs_gradients and not model.gradients_reachable:
+        raise UnsupportedOperation(f"--method {method} needs gradients, which are not reachable for "
+                                   f"{model.source}: {model.gradients_reason} (try --method lime or occlusion)")
+    meta = {"method_requested": args.method, "method_reason": reason}
+    keys = [d.relative_to(out).as_posix() for _, _, _, _, d in jobs]
+    ledger = Ledger(out, {"command": "audit", "model": model_summary(model), "overrides": model_overrides(args),
+                          "method": method, "capture": str(args.capture), "windows": windows,
+                          "jobs": [[c, k, str(i)] for c, k, _, i, _ in jobs]})
+    pending = [j for j, k in enumerate(keys) if not ledger.is_done(k)]
+    tasks = (Task(key=keys[j], image=jobs[j][2], method=method,
+                  params={"explainer": {}, "target": int(jobs[j][0]), "meta": meta}) for j in pending)
+    exps, failed = [None] * len(jobs), []
+    with ledger, executor_from_args(args, model=model, source=args.model) as ex:
+        for r in progress(ex.map(explain_task, tasks), args, desc="explaining violations", total=len(pending)):
+            j = pending[r.index]
+            if r.ok:
+                write_files(jobs[j][4], r.value["files"])
+                ledger.mark_done(r.key)
+                e = r.value["explanation"]
+                e.image = None
+                exps[j] = e
+            else:
+                ledger.mark_failed(r.key, r.error)
+                failed.append({"key": r.key, "id": str(jobs[j][3]), "error": r.error})
+    for j in range(len(jobs)):
+        if exps[j] is None and j not in pending:
+            exps[j] = Explanation.load(jobs[j][4])
+    return exps, failed
 
 
 def _top_share(att, q=0.9):

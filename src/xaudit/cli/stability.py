@@ -16,7 +16,7 @@ DEFAULT_SEEDS = "1,11,21,31,41,51,61,71,81"
 
 
 def register(subparsers):
-    from .common import add_model_options
+    from .common import add_executor_options, add_model_options
     p = subparsers.add_parser(
         "stability", help="seed-stability sweep of LIME / Anchors / Occlusion explanations",
         description="Explain the same image(s) with several seeds and measure how much the "
@@ -36,6 +36,7 @@ def register(subparsers):
     p.add_argument("--out", help="output folder (default ./xaudit-out/stability-<UTC timestamp>)")
     p.add_argument("--json", action="store_true", help="print stability.json on stdout")
     add_model_options(p)
+    add_executor_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -75,26 +76,63 @@ def _params(args):
     return params
 
 
+GRID_MAX_IMAGES = 20     # grid.png / std.png show the first images only (the folders hold all)
+
+
 def run(args) -> int:
     from .. import tracking
+    from ..executors import Ledger, Task, executor_from_args, write_files
+    from ..executors.tasks import stability_task
+    from ..explainers.base import model_summary
     from ..images import list_images
-    from ..stability import stability_sweep
-    from .common import load_model_from_args, print_json, progress
+    from ..stability import finish_report, sweep_explainer
+    from .common import (EXIT_PARTIAL, load_model_from_args, model_overrides, print_json, progress,
+                         raise_if_all_failed, report_failures)
 
     seeds = parse_seeds(args.seeds)
     params = _params(args)
     images = list_images(args.images)
     model = load_model_from_args(args)
     out = Path(args.out) if args.out else Path("xaudit-out") / time.strftime("stability-%Y%m%d-%H%M%S", time.gmtime())
+    base, seeded = sweep_explainer(args.method, args.vary, **params)
+    dirs = _image_dirs(out, images)
+    keys = [d.relative_to(out).as_posix() for d in dirs]
     run_params = {"method": args.method, "seeds": ",".join(map(str, seeds)), "vary": args.vary,
                   "images": len(images), "target": args.target,
                   **{f"{args.method}.{k}": v for k, v in params.items()}}
-    with tracking.command_run(args, "stability", model=model, params=run_params) as tr:
-        rep = stability_sweep(model, images, args.method, seeds=seeds, vary=args.vary, target=args.target,
-                              progress=lambda it: progress(it, args, desc=f"stability ({args.method})",
-                                                           unit="image"),
-                              **params)
-        rep.save(out)
+    ledger = Ledger(out, {"command": "stability", "model": model_summary(model), "overrides": model_overrides(args),
+                          "method": args.method, "seeds": seeds, "vary": args.vary, "params": params,
+                          "target": args.target})
+    if ledger.restarted and not args.quiet:
+        print(f"xaudit: {out} holds results of another run: starting over", file=sys.stderr)
+    pending = [i for i, k in enumerate(keys) if not ledger.is_done(k)]
+    tasks = (Task(key=keys[i], image=str(images[i]), method=args.method,
+                  params={"explainer": params, "seeds": seeds, "vary": args.vary, "target": args.target,
+                          "name": Path(images[i]).stem}) for i in pending)
+    per_image, failed, calls = [None] * len(images), [], 0
+    t0 = time.perf_counter()
+    with tracking.command_run(args, "stability", model=model, params=run_params) as tr, ledger, \
+            executor_from_args(args, model=model) as ex:
+        it = ex.map(stability_task, tasks)
+        it = progress(it, args, desc=f"stability ({args.method})", unit="image", total=len(pending))
+        for r in it:       # streamed in image order; only per-image summaries are kept
+            i = pending[r.index]
+            if r.ok:
+                write_files(dirs[i], r.value["files"])
+                ledger.mark_done(r.key, image=str(images[i]))
+                per_image[i] = _keep(r.value["image"], i)
+                calls += int(r.value["model_calls"])
+            else:
+                ledger.mark_failed(r.key, r.error, image=str(images[i]))
+                failed.append({"key": r.key, "image": str(images[i]), "error": r.error, "user_error": r.user_error})
+        raise_if_all_failed(failed, len(images))
+        for i in range(len(images)):          # finished by an earlier run of the same --out
+            if per_image[i] is None and i not in pending:
+                per_image[i] = _keep(_reload(dirs[i], Path(images[i]).stem, seeds), i)
+        rep = finish_report(base, seeded, seeds, args.vary, [x for x in per_image if x is not None],
+                            time.perf_counter() - t0, calls)
+        rep.failed = [{k: f[k] for k in ("key", "image", "error")} for f in failed]
+        rep.save(out, explanations=False, max_images=GRID_MAX_IMAGES)
         tr.log_metrics(rep.metrics())
         metrics_of = getattr(tracking, "explanation_metrics", None)
         for s in seeds:
@@ -107,6 +145,7 @@ def run(args) -> int:
                     m.update({f"{pre}{k}": v for k, v in em.items() if isinstance(v, (int, float))})
                 sub.log_metrics(m)
         tr.log_artifacts(out)
+    report_failures(failed, "stability task")
     if args.json:
         d = rep.to_dict()
         d["out"] = str(out)
@@ -117,6 +156,36 @@ def run(args) -> int:
             parts = [f"{k} mean {v['mean']:.3f} (worst {v['worst']:.3f})" for k, v in s.items()
                      if isinstance(v, dict) and v.get("mean") is not None]
             print(f"{rep.method}, {len(seeds)} seeds, vary={rep.vary}: " + "; ".join(parts)
-                  + f" [{rep.model_calls} model calls, {rep.seconds:.1f}s]", file=sys.stderr)
+                  + f" [{rep.model_calls} model calls, {rep.seconds:.1f}s]"
+                  + (f"; {len(failed)} image(s) failed (rerun with the same --out to retry them)" if failed else ""),
+                  file=sys.stderr)
         print(str(out))
-    return 0
+    return EXIT_PARTIAL if failed else 0
+
+
+def _image_dirs(out: Path, images) -> list:
+    """Same layout as ``StabilityReport.seed_dirs``: ``out`` for one image, else
+    ``out/<nn>-<image stem>``."""
+    from ..stability import _safe
+    if len(images) == 1:
+        return [out]
+    return [out / _safe(f"{i:02d}-{Path(p).stem}") for i, p in enumerate(images)]
+
+
+def _keep(im, i):
+    """Per-image result kept by the driver: explanations in full for the images shown in
+    grid.png / std.png, without their arrays for the others (memory stays flat)."""
+    import dataclasses
+
+    import numpy as np
+    if i < GRID_MAX_IMAGES:
+        return im
+    im.explanations = [dataclasses.replace(e, attribution=np.zeros((0, 0), np.float32), arrays={}, image=None)
+                       for e in im.explanations]
+    return im
+
+
+def _reload(d: Path, name: str, seeds):
+    from ..explainers import Explanation
+    from ..stability import analyse
+    return analyse(name, [Explanation.load(d / f"seed-{s}") for s in seeds])

@@ -104,10 +104,10 @@ class Executor:
         self.close()
         return False
 
-    def map(self, fn, tasks: Iterable) -> Iterator[TaskResult]:
+    def map(self, fn, tasks: Iterable, window: int | None = None) -> Iterator[TaskResult]:
         """Run ``fn(model, task)`` for every task; yield :class:`TaskResult` in task order.
         ``fn`` must be picklable (a module-level function or a ``functools.partial`` of
-        one) for the process and Ray executors."""
+        one) for the process and Ray executors. ``window`` overrides the executor's."""
         self._start()
         it = iter(tasks)
         retry: deque = deque()
@@ -115,7 +115,7 @@ class Executor:
         done: dict = {}
         nxt_index = nxt_yield = 0
         exhausted = False
-        window = self.window
+        window = int(window or self.window)
         while True:
             while self._free() > 0 and len(inflight) + len(done) < window:
                 if retry:

@@ -101,7 +101,12 @@ class RayExecutor(Executor):
 
     def _new_actor(self):
         self.stats["workers_started"] += 1
-        return _actor_class().remote(self.spec, self.threads, self._bundle)
+        cls = _actor_class()
+        if not self.address:    # a Ray on this machine: actors see the driver's import path
+            import sys
+            path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+            cls = cls.options(runtime_env={"env_vars": {"PYTHONPATH": path}})
+        return cls.remote(self.spec, self.threads, self._bundle)
 
     def actor_info(self) -> list[dict]:
         ray = _import_ray()

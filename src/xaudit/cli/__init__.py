@@ -6,7 +6,9 @@ Each sub-command lives in its own module ``xaudit.cli.<name>`` exposing
 
 Exit codes: 0 success, 2 bad input/usage (one line naming the problem), 1 unexpected
 error (one line; ``--debug`` shows the traceback), 3 ``monitor``/``audit`` found a
-violation, 130 interrupted.
+violation, 4 some tasks of a sweep failed (``explain``/``stability``/``evaluate``/``audit``
+with several tasks: everything else was written, the failed tasks are listed; rerun with
+the same ``--out`` to retry only them), 130 interrupted.
 """
 from __future__ import annotations
 

@@ -230,7 +230,7 @@ def render(records: list[dict], title_note: str = "") -> str:
             lines += [f"skipped: {res['skipped']}", ""]
         table = res.get("table")
         if table is None:
-            table = generic_view(res)[0]
+            table = [] if res.get("tables") else generic_view(res)[0]
         lines += md_table(table)
         if table:
             lines.append("")

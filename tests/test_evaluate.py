@@ -229,6 +229,9 @@ def test_cli_files_and_mlflow(tmp_path, sign_dir):
     assert run.data.params["methods"] == "fullgrad,gradcam,lime"
     arts = {a.path for a in c.list_artifacts(run.info.run_id)}
     assert {"evaluation.json", "evaluation.html", "evaluation.png", "evaluation.md"} <= arts
+    from xaudit.report import build_report          # `xaudit report OUT` shows the table
+    rh = build_report(out, tmp_path / "report.html").read_text()
+    assert "faithfulness evaluation" in rh and "<td>gradcam</td>" in rh and "data:image/png;base64," in rh
 
 
 def test_cli_json(tmp_path, sign_dir, capsys):

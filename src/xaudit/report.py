@@ -34,7 +34,7 @@ from .errors import XauditError
 MAX_TABLE_ROWS = 60
 MAX_GALLERY = 12      # loose PNGs shown per folder (inputs, references ...)
 KNOWN_JSON = ("explanation.json", "stability.json", "statistics.json", "violations.json",
-              "audit.json", "demo.json", "mlflow_run.json", "predictions.json", "run.json")
+              "audit.json", "demo.json", "mlflow_run.json", "predictions.json", "run.json", "evaluation.json")
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1d2430;background:#f5f6f8}
@@ -431,6 +431,11 @@ def _folder_section(d: Path, root: Path, cards: list[str]) -> str | None:
     if "audit.json" in files:
         body.append(_audit_section(d, root, _read_json(d / "audit.json")))
         used |= {f for f in files if f.startswith("audit") and f.endswith(".png")}
+    if "evaluation.json" in files:
+        data = _read_json(d / "evaluation.json")
+        if isinstance(data, dict) and "summary" in data:
+            body.append(_evaluation_section(d, data))
+            used.add("evaluation.png")
     if "explanation.json" in files and not _under_stability(d, root):
         data = _read_json(d / "explanation.json")
         if isinstance(data, dict):
@@ -451,6 +456,25 @@ def _folder_section(d: Path, root: Path, cards: list[str]) -> str | None:
     if not body:
         return None
     return "".join(body)
+
+
+def _evaluation_section(d: Path, data: dict) -> str:
+    """``xaudit evaluate`` output: the per-method table and evaluation.png."""
+    from .evaluation import EvaluationReport
+    try:
+        rep = EvaluationReport(**{k: data.get(k) or ({} if k != "methods" else []) for k in
+                                  ("dataset", "methods", "params", "summary", "random", "images", "curves", "model")})
+        head = "".join(f"<th>{_esc(c)}</th>" for c in rep.header())
+        rows = "".join("<tr><td>" + _esc(r[0]) + "</td>" + "".join(f"<td class='num'>{_esc(c)}</td>" for c in r[1:])
+                       + "</tr>" for r in rep.rows())
+        ds = rep.dataset
+        html_ = (f"<h3>faithfulness evaluation</h3><p>dataset {_esc(ds.get('name'))}: {_esc(ds.get('n'))} images, "
+                 f"{_esc(ds.get('n_correct'))} correctly classified</p><table><tr>{head}</tr>{rows}</table>")
+    except (TypeError, KeyError, AttributeError, ValueError):
+        html_ = "<h3>faithfulness evaluation</h3><p>(evaluation.json not readable)</p>"
+    if (d / "evaluation.png").is_file():
+        html_ += _img_tag(d / "evaluation.png", "evaluation.png")
+    return html_
 
 
 def _under_stability(d: Path, root: Path) -> bool:

@@ -129,3 +129,25 @@ def test_ray_explain_cli_matches_local(ray_instance, tmp_path, capsys):
         outs[name] = attributions(tmp_path / name)
     assert len(outs["local"]) == 3
     assert all(np.array_equal(v, outs["ray"][k]) for k, v in outs["local"].items())
+
+
+def test_ray_evaluate_cli_matches_local(ray_instance, tmp_path, capsys):
+    """``xaudit evaluate --executor ray``: the same numbers as the local loop."""
+    from xaudit.cli import main
+    from xaudit.data import generate
+    d = tmp_path / "ds"
+    ims, labs, masks = generate.make_signs(3, seed=8008)
+    generate.save_dataset(d, ims, labs, masks, generate.GTSRB_LABELS)
+    base = ["--no-track", "evaluate", _signs_pt(), "--dataset", str(d), "--methods", "gradcam,lime", "--n", "3",
+            "--lime-samples", "30", "--sanity-n", "1", "--stability-n", "1", "--seeds", "1,11", "--steps", "4",
+            "--random-orders", "1", "--quiet", "--json"]
+    outs = {}
+    for name in ("local", "ray"):
+        rc = main(base + ["--out", str(tmp_path / name), "--executor", name, "--workers", "2"])
+        so, err = capsys.readouterr()
+        assert rc == 0, err
+        outs[name] = json.loads(so)
+    for m in ("gradcam", "lime"):
+        a, b = outs["local"]["summary"][m], outs["ray"]["summary"][m]
+        for k in ("pointing_game", "energy_in_mask", "deletion_auc", "insertion_auc", "sanity_spearman"):
+            assert a[k] == b[k], (m, k)

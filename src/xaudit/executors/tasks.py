@@ -72,3 +72,12 @@ def load_count_task(model, task):
     """(worker id, model loads in this process) -- tests check one load per worker."""
     from . import worker
     return worker.worker_id(), worker.loads()
+
+
+def spin_task(model, task):
+    """Pure-Python CPU work (``task.params["n"]`` loop iterations): how much CPU a second
+    worker process actually gets on this machine (the ceiling for any executor)."""
+    s = 0
+    for i in range(int(task.params.get("n", 10**6))):
+        s += i * i
+    return s

@@ -72,21 +72,27 @@ def pointing_game(model, method, images, labels, masks, tolerance=0, **kw):
     return hits / max(len(correct), 1), len(correct)
 
 
-def test_pointing_game_fullgrad(signs):
+N_POINTING_FULL = 200  # 60 images left a standard error of ~4 points around the 90 % target
+
+
+@pytest.mark.slow
+def test_pointing_game_fullgrad():
+    """Issue 4: the FullGrad maximum falls inside the sign on >= 90 % of correctly classified
+    images (exact mask, no tolerance); Grad-CAM and IG reported alongside (IG on 60 images:
+    50 integration steps each)."""
     model = _shipped("signs.pt")
-    images, labels, masks = signs
+    images, labels, masks = generate.make_signs(N_POINTING_FULL, seed=SEED)
     acc = float((model.predict(model.preprocess_batch(list(images))).argmax(1) == labels).mean())
     if acc < 0.8:
         pytest.skip(f"the shipped sign model is not trained (accuracy {acc:.2f} on generated signs): "
                     "rebuild it with experiments/train_models.py")
-    rates = {m: pointing_game(model, m, images, labels, masks) for m in ("fullgrad", "gradcam", "ig")}
+    rates = {m: pointing_game(model, m, images, labels, masks) for m in ("fullgrad", "gradcam")}
+    rates["ig"] = pointing_game(model, "ig", images[:N_POINTING], labels[:N_POINTING], masks[:N_POINTING])
     print("pointing game on generated signs:", {k: round(v[0], 3) for k, v in rates.items()},
           "correct:", rates["fullgrad"][1])
-    assert rates["gradcam"][0] >= 0.9 and rates["ig"][0] >= 0.9
-    assert rates["fullgrad"][0] >= 0.75  # regression floor
-    if rates["fullgrad"][0] < 0.9:  # target of issue 4, not met by the faithful method on this model
-        pytest.xfail(f"FullGrad pointing game {rates['fullgrad'][0]:.3f} < 0.90 target "
-                     "(Grad-CAM {:.3f}, IG {:.3f}); see docs/gradients.md".format(rates["gradcam"][0], rates["ig"][0]))
+    assert rates["fullgrad"][1] >= 0.95 * N_POINTING_FULL
+    assert rates["fullgrad"][0] >= 0.9, rates
+    assert rates["gradcam"][0] >= 0.9 and rates["ig"][0] >= 0.9, rates
 
 
 def test_sanity_randomised_model(signs):

@@ -4,9 +4,10 @@ into conv weights/biases), so every format computes the same function.
 
 Preprocessing baked into a graph: the channel permutation (RGB<->BGR) and the scale
 (1/255, 1/std) are folded into the first conv's weights (exact: they commute with zero
-padding); the mean subtraction stays an explicit op before the first conv (``Sub``, or
+and reflection padding); the mean subtraction stays an explicit op before the first conv (``Sub``, or
 ``ImageScaler`` in the Custom Vision variant), because folding it into the bias would be
-wrong at the zero-padded border.
+wrong at the zero-padded border. Reflection-padded convs are exported as an explicit
+``Pad(mode=reflect)`` / ``MirrorPad(REFLECT)`` followed by an unpadded conv.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def _baked_ops(ops, color="bgr", value_range="0-255", mean=MEAN, std=STD):
 
 
 # ----------------------------------------------------------------------------- ONNX
-def _onnx_nodes(ops, x_name, helper, numpy_helper, prefix=""):
+def _onnx_nodes(ops, x_name, helper, numpy_helper, prefix="", opset=13):
     nodes, inits = [], []
     name = {"x": x_name}
     for o in ops:
@@ -56,8 +57,20 @@ def _onnx_nodes(ops, x_name, helper, numpy_helper, prefix=""):
             inits += [numpy_helper.from_array(o["W"].astype(np.float32), w),
                       numpy_helper.from_array(o["b"].astype(np.float32), b)]
             k = o["W"].shape[-1]
-            nodes.append(helper.make_node("Conv", [name[o["inp"]], w, b], [o["out"]], name=o["name"],
-                                          kernel_shape=[k, k], strides=[o["stride"]] * 2, pads=[o["pad"]] * 4))
+            src, pad = name[o["inp"]], o["pad"]
+            if o.get("pad_mode") == "reflect" and pad:
+                p4 = [0, 0, pad, pad, 0, 0, pad, pad]
+                padded = f"{o['name']}_padded"
+                if opset >= 11:
+                    inits.append(numpy_helper.from_array(np.asarray(p4, np.int64), f"{o['name']}.pads"))
+                    nodes.append(helper.make_node("Pad", [src, f"{o['name']}.pads"], [padded],
+                                                  name=f"{o['name']}_pad", mode="reflect"))
+                else:
+                    nodes.append(helper.make_node("Pad", [src], [padded], name=f"{o['name']}_pad",
+                                                  mode="reflect", pads=p4))
+                src, pad = padded, 0
+            nodes.append(helper.make_node("Conv", [src, w, b], [o["out"]], name=o["name"],
+                                          kernel_shape=[k, k], strides=[o["stride"]] * 2, pads=[pad] * 4))
         elif o["op"] == "relu":
             nodes.append(helper.make_node("Relu", [name[o["inp"]]], [o["out"]], name=f"relu_{o['out']}"))
         elif o["op"] == "add":
@@ -102,7 +115,7 @@ def build_onnx(ops, labels, *, input_size=(64, 64), layout="NCHW", output="proba
         meta.update(color=color, range=rng)
     else:
         meta.update(color="rgb", range="0-1", mean=",".join(map(str, MEAN)), std=",".join(map(str, STD)))
-    n2, i2 = _onnx_nodes(ops, x, helper, numpy_helper)
+    n2, i2 = _onnx_nodes(ops, x, helper, numpy_helper, opset=opset)
     nodes += n2
     inits += i2
     out = output_name or ("probabilities" if output == "probabilities" else "logits")
@@ -145,7 +158,7 @@ def build_cv_onnx(ops, labels, *, input_size=(64, 64), opset=9, use_imagescaler=
     else:
         inits.append(numpy_helper.from_array(sub.reshape(1, 3, 1, 1).astype(np.float32), "mean_native"))
         nodes.append(helper.make_node("Sub", ["data", "mean_native"], ["data_centered"], name="mean_sub"))
-    n2, i2 = _onnx_nodes(ops, "data_centered", helper, numpy_helper)
+    n2, i2 = _onnx_nodes(ops, "data_centered", helper, numpy_helper, opset=opset)
     nodes += n2
     inits += i2
     labels = [str(s) for s in labels]
@@ -195,9 +208,12 @@ def build_tf_graphdef(ops, labels, *, input_size=(64, 64)):
         for o in ops:
             if o["op"] == "conv":
                 Wt = tf.constant(np.transpose(o["W"], (2, 3, 1, 0)).astype(np.float32), name=o["name"] + "/weights")
-                p = o["pad"]
+                p, src = o["pad"], t[o["inp"]]
+                if o.get("pad_mode") == "reflect" and p:
+                    src = tf.pad(src, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT", name=o["name"] + "/MirrorPad")
+                    p = 0
                 pad = "VALID" if p == 0 else [[0, 0], [p, p], [p, p], [0, 0]]
-                c = tf.nn.conv2d(t[o["inp"]], Wt, strides=[1, o["stride"], o["stride"], 1], padding=pad,
+                c = tf.nn.conv2d(src, Wt, strides=[1, o["stride"], o["stride"], 1], padding=pad,
                                  name=o["name"] + "/Conv2D")
                 t[o["out"]] = tf.nn.bias_add(c, tf.constant(o["b"].astype(np.float32)), name=o["name"] + "/BiasAdd")
             elif o["op"] == "relu":

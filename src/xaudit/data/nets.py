@@ -3,6 +3,10 @@
 * ``SmallResNet``: stem conv(stride 2, 16 ch)+BN+ReLU, two residual stages (24/48 channels,
   stride 2 each; a block = two 3x3 conv+BN, 1x1 conv+BN downsample on the skip), global
   average pool, linear -> logits. ~44 K parameters, 64x64 input (any size works).
+  The 3x3 convolutions pad by reflection (``padding_mode="reflect"``, the default since the
+  FullGrad pointing-game study in docs/gradients.md): with zero padding, a stride-2 conv on an
+  even-sized map pads the top/left edge only, the trained net grew border detectors there,
+  and FullGrad's deepest bias terms pointed at them. ``padding_mode="zeros"`` is kept.
 * ``PlainNet``: the same without BatchNorm and without skips (conv+bias, ReLU), for
   tests where BN folding must not matter.
 
@@ -23,9 +27,10 @@ STD = (0.25, 0.25, 0.25)
 
 
 class ConvBN(nn.Module):
-    def __init__(self, cin, cout, k, stride):
+    def __init__(self, cin, cout, k, stride, padding_mode="zeros"):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+        self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False,
+                              padding_mode=padding_mode)
         self.bn = nn.BatchNorm2d(cout)
 
     def forward(self, x):
@@ -33,10 +38,10 @@ class ConvBN(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride=1):
+    def __init__(self, cin, cout, stride=1, padding_mode="zeros"):
         super().__init__()
-        self.c1 = ConvBN(cin, cout, 3, stride)
-        self.c2 = ConvBN(cout, cout, 3, 1)
+        self.c1 = ConvBN(cin, cout, 3, stride, padding_mode)
+        self.c2 = ConvBN(cout, cout, 3, 1, padding_mode)
         self.downsample = ConvBN(cin, cout, 1, stride) if (stride != 1 or cin != cout) else None
 
     def forward(self, x):
@@ -47,13 +52,14 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    def __init__(self, num_classes: int, stem: int = 16, widths=(24, 48), blocks=(1, 1)):
+    def __init__(self, num_classes: int, stem: int = 16, widths=(24, 48), blocks=(1, 1),
+                 padding_mode: str = "reflect"):
         super().__init__()
-        self.stem = ConvBN(3, stem, 3, 2)
+        self.stem = ConvBN(3, stem, 3, 2, padding_mode)
         layers, cin = [], stem
         for w, nb in zip(widths, blocks):
             for j in range(nb):
-                layers.append(BasicBlock(cin, w, stride=2 if j == 0 else 1))
+                layers.append(BasicBlock(cin, w, stride=2 if j == 0 else 1, padding_mode=padding_mode))
                 cin = w
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, num_classes)
@@ -119,7 +125,9 @@ def export_spec(model: nn.Module) -> list[dict]:
 
     def conv(name, m, inp, out):
         W, b, s, p = fold_conv_bn(m)
-        ops.append({"op": "conv", "name": name, "W": W, "b": b, "stride": s, "pad": p, "inp": inp, "out": out})
+        mode = (m.conv if isinstance(m, ConvBN) else m).padding_mode
+        ops.append({"op": "conv", "name": name, "W": W, "b": b, "stride": s, "pad": p,
+                    "pad_mode": "reflect" if (mode == "reflect" and p) else "zeros", "inp": inp, "out": out})
 
     if isinstance(model, SmallResNet):
         conv("stem", model.stem, "x", "stem")
@@ -156,8 +164,11 @@ def run_spec(ops: list[dict], x: np.ndarray) -> np.ndarray:
     t = {"x": torch.as_tensor(np.asarray(x, np.float64))}
     for o in ops:
         if o["op"] == "conv":
-            t[o["out"]] = F.conv2d(t[o["inp"]], torch.as_tensor(o["W"]), torch.as_tensor(o["b"]),
-                                   stride=o["stride"], padding=o["pad"])
+            inp, pad = t[o["inp"]], o["pad"]
+            if o.get("pad_mode") == "reflect":
+                inp, pad = F.pad(inp, [pad] * 4, mode="reflect"), 0
+            t[o["out"]] = F.conv2d(inp, torch.as_tensor(o["W"]), torch.as_tensor(o["b"]),
+                                   stride=o["stride"], padding=pad)
         elif o["op"] == "relu":
             t[o["out"]] = F.relu(t[o["inp"]])
         elif o["op"] == "add":

@@ -295,3 +295,27 @@ def test_cli_process_executor_same_numbers_and_resume(tmp_path, sign_dir, capsys
                 assert a["stability"]["spearman"] == b["stability"]["spearman"]
     ledger = (tmp_path / "local" / ".xaudit-tasks.jsonl").read_text().splitlines()
     assert len(ledger) == 1 + 3 * 3 + 1    # fingerprint + 3 x (random, fullgrad, lime) + lime seed 11 on image 0
+
+
+def test_lazy_dataset_streams_the_same_images(signs_model, tmp_path):
+    """evaluate() streams its dataset (issue 9: the driver never holds the image set): the lazy
+    form yields exactly the eager images, masks and labels, one at a time."""
+    from xaudit.data.generate import GTSRB_LABELS, make_signs, save_dataset
+    eager = load_dataset("signs", signs_model, n=5, backgrounds=0)
+    lazy = load_dataset("signs", signs_model, n=5, backgrounds=0, lazy=True)
+    assert len(lazy) == 5 and lazy.images == [] and lazy.masks == []
+    items = list(lazy.items())
+    assert [i for i, *_ in items] == list(range(5))
+    for (i, im, mk, lab) in items:
+        assert np.array_equal(im, eager.images[i]) and np.array_equal(mk, eager.masks[i]) and lab == eager.labels[i]
+    d = save_dataset(tmp_path / "ds", *make_signs(3, seed=4), GTSRB_LABELS)
+    le, ll = read_mask_dir(d, signs_model), read_mask_dir(d, signs_model, lazy=True)
+    assert ll.images == [] and ll.labels == le.labels and len(ll) == 3
+    assert all(np.array_equal(a[1], b) for a, b in zip(ll.items(), le.images))
+    # the streamed evaluation equals the one on the materialised dataset
+    kw = dict(steps=4, random_orders=1, sanity_n=0, stability_n=0)
+    r1 = evaluate(signs_model, "signs", ["gradcam"], n=5, anchor_backgrounds=0, **kw)
+    r2 = evaluate(signs_model, eager, ["gradcam"], n=5, **kw)
+    def strip(summ):   # timings differ between runs
+        return {m: {k: v for k, v in d.items() if "second" not in k} for m, d in summ.items()}
+    assert strip(r1.summary) == strip(r2.summary) and r1.dataset["mask_fraction"] == r2.dataset["mask_fraction"]

@@ -72,9 +72,21 @@ class Dataset:
     ids: list
     source: dict = field(default_factory=dict)
     backgrounds: np.ndarray | None = None   # (M, H, W, 3) canonical images for Anchors (alibi-style)
+    stream: object = None                   # lazy datasets: callable -> iterator of (image, mask, label)
+    count: int | None = None                # lazy datasets: number of images
+    mask_fractions: list | None = None      # filled while streaming (lazy datasets)
 
     def __len__(self):
-        return len(self.images)
+        return int(self.count) if self.stream is not None else len(self.images)
+
+    def items(self):
+        """Yield ``(index, image, mask, label)`` in order; a lazy dataset reads / generates each
+        image only when it is reached (nothing of the set is held)."""
+        if self.stream is None:
+            yield from ((i, self.images[i], self.masks[i], self.labels[i]) for i in range(len(self.images)))
+            return
+        for i, (im, mk, lab) in enumerate(self.stream()):
+            yield i, im, mk, lab
 
 
 def _size_for(model) -> int:
@@ -83,12 +95,15 @@ def _size_for(model) -> int:
 
 
 def load_dataset(spec, model, n: int = 200, seed: int | None = None,
-                 pole_variant: str = DEFAULT_POLE_VARIANT, backgrounds: int = 16) -> Dataset:
+                 pole_variant: str = DEFAULT_POLE_VARIANT, backgrounds: int = 16, lazy: bool = False) -> Dataset:
     """``spec``: ``"signs"`` / ``"poles"`` (shipped generators, fixed seed
     ``DATASET_SEEDS``) or a folder laid out as ``save_dataset`` writes it (see
     :func:`read_mask_dir`). Returns at most ``n`` images resized to the model input.
     Generated datasets also carry ``backgrounds`` images for Anchors (same generator,
-    seed + 1; poles: the honest variant, whose backgrounds are independent of the class)."""
+    seed + 1; poles: the honest variant, whose backgrounds are independent of the class).
+    ``lazy=True``: images and masks are produced one at a time by :meth:`Dataset.items`
+    (``labels`` of a generated set are filled while streaming) -- what :func:`evaluate` uses,
+    so the driver never holds the image set."""
     n = int(n)
     if n <= 0:
         raise XauditError(f"--n must be >= 1, got {n}")
@@ -98,30 +113,40 @@ def load_dataset(spec, model, n: int = 200, seed: int | None = None,
         s = DATASET_SEEDS[spec_s] if seed is None else int(seed)
         size = _size_for(model)
         if spec_s == "signs":
-            ims, labs, masks = generate.make_signs(n, seed=s, size=size)
+            def it():
+                return generate.iter_signs(n, seed=s, size=size)
             src = {"generator": "make_signs", "seed": s, "size": size}
         else:
             if pole_variant not in POLE_VARIANTS:
                 raise XauditError(f"--pole-variant must be one of {', '.join(POLE_VARIANTS)}, got {pole_variant!r}")
-            ims, labs, masks = generate.make_poles(n, seed=s, size=size, biased=pole_variant == "biased")
+
+            def it():
+                return generate.iter_poles(n, seed=s, size=size, biased=pole_variant == "biased")
             src = {"generator": "make_poles", "seed": s, "size": size, "variant": pole_variant,
                    "biased": pole_variant == "biased"}
-        images = [model.preprocess(im) for im in ims]
-        mks = [_mask_to(m, model) for m in masks]
+
+        def stream():
+            for im, lab, m in it():
+                yield model.preprocess(im), _mask_to(m, model), int(lab)
         bgs = None
         if backgrounds and int(backgrounds) > 0:
             gen = generate.make_signs if spec_s == "signs" else generate.make_poles
             bgs = model.preprocess_batch(list(gen(int(backgrounds), seed=s + 1, size=size)[0]))
             src["anchor_backgrounds"] = {"n": int(backgrounds), "seed": s + 1,
                                          **({"variant": "honest"} if spec_s == "poles" else {})}
-        return Dataset(spec_s, images, mks, [int(v) for v in labs], [f"{spec_s}-{i:05d}" for i in range(n)], src,
-                       backgrounds=bgs)
+        ids = [f"{spec_s}-{i:05d}" for i in range(n)]
+        if lazy:
+            return Dataset(spec_s, [], [], [], ids, src, backgrounds=bgs, stream=stream, count=n)
+        images, mks, labs = [], [], []
+        for im, mk, lab in stream():
+            images.append(im), mks.append(mk), labs.append(lab)
+        return Dataset(spec_s, images, mks, labs, ids, src, backgrounds=bgs)
     p = Path(spec_s)
     if not p.exists():
         raise XauditError(f"dataset {spec_s!r} is neither 'signs', 'poles' nor an existing folder")
     if not p.is_dir():
         raise XauditError(f"dataset {spec_s} is not a folder (expected images/ and masks/ inside, or 'signs'/'poles')")
-    return read_mask_dir(p, model, n)
+    return read_mask_dir(p, model, n, lazy=lazy)
 
 
 def _mask_to(mask, model) -> np.ndarray:
@@ -137,7 +162,7 @@ def _mask_to(mask, model) -> np.ndarray:
     return to_canonical(rgb, model.input_size, model.preprocessing.resize)[..., 0] >= 0.5
 
 
-def read_mask_dir(directory, model, n: int | None = None) -> Dataset:
+def read_mask_dir(directory, model, n: int | None = None, lazy: bool = False) -> Dataset:
     """Folder layout (what ``xaudit.data.generate.save_dataset`` writes)::
 
         DIR/images/<stem>.<png|jpg|...>   the images (or directly in DIR/)
@@ -177,22 +202,27 @@ def read_mask_dir(directory, model, n: int | None = None) -> Dataset:
                 labels[Path(r["image"]).stem] = lab
     if n is not None:
         files = files[:int(n)]
-    images, mks, labs, ids = [], [], [], []
-    for f in files:
-        mp = masks_by_stem.get(f.stem)
-        if mp is None:
+    for f in files:   # every image has a mask and a valid label before anything is read
+        if masks_by_stem.get(f.stem) is None:
             raise XauditError(f"image {f.name} has no mask (expected {mask_dir}/{f.stem}.png)")
-        try:
-            m = np.asarray(read_image(mp))
-        except XauditError as e:
-            raise XauditError(f"cannot read mask {mp}: {str(e).splitlines()[0]}") from None
-        images.append(model.preprocess(f))
-        mk = _mask_to(m, model)
-        mks.append(mk)
-        lab = labels.get(f.stem)
-        labs.append(None if lab is None else model.target_index(lab))
-        ids.append(f.stem)
-    return Dataset(d.name, images, mks, labs, ids, {"folder": str(d), "labels_csv": csv_path.is_file()})
+    labs = [None if labels.get(f.stem) is None else model.target_index(labels[f.stem]) for f in files]
+    ids = [f.stem for f in files]
+
+    def stream():
+        for f, lab in zip(files, labs):
+            mp = masks_by_stem[f.stem]
+            try:
+                m = np.asarray(read_image(mp))
+            except XauditError as e:
+                raise XauditError(f"cannot read mask {mp}: {str(e).splitlines()[0]}") from None
+            yield model.preprocess(f), _mask_to(m, model), lab
+    src = {"folder": str(d), "labels_csv": csv_path.is_file()}
+    if lazy:
+        return Dataset(d.name, [], [], labs, ids, src, stream=stream, count=len(files))
+    images, mks = [], []
+    for im, mk, _ in stream():
+        images.append(im), mks.append(mk)
+    return Dataset(d.name, images, mks, labs, ids, src)
 
 
 # ============================================================================ config & tasks
@@ -277,22 +307,35 @@ def is_stochastic(method: str) -> bool:
 
 def make_tasks(dataset: Dataset, targets, methods, config: EvalConfig) -> list[Task]:
     tasks = []
-    n = len(dataset)
-    for i in range(n):
-        img, mk, t = dataset.images[i], dataset.masks[i], int(targets[i])
-        tasks.append(Task("random", i, None, config.seed, img, mk, t))
-        for m in methods:
-            stoch = is_stochastic(m)
-            stab = stoch and i < config.stability_n and len(config.seeds) >= 2
-            params = dict(config.method_params.get(m, {}))
-            tasks.append(Task("explain", i, m, config.seed if stoch else None, img, mk, t, primary=True,
-                              sanity=i < config.sanity_n, keep_map=stab and config.seed in config.seeds,
-                              params=params))
-            if stab:
-                for s in config.seeds:
-                    if int(s) != int(config.seed):
-                        tasks.append(Task("explain", i, m, int(s), img, mk, t, primary=False, keep_map=True,
-                                          params=params))
+    for i, img, mk, _ in dataset.items():
+        tasks += image_tasks(i, img, mk, int(targets[i]), methods, config)
+    return tasks
+
+
+def task_count(n: int, methods, config: EvalConfig) -> int:
+    """Number of tasks :func:`image_tasks` makes for ``n`` images (progress totals)."""
+    extra = sum(len([s for s in config.seeds if int(s) != int(config.seed)])
+                for m in methods if is_stochastic(m)) if len(config.seeds) >= 2 else 0
+    return n * (1 + len(methods)) + min(n, int(config.stability_n)) * extra
+
+
+def image_tasks(i, img, mk, t, methods, config: EvalConfig) -> list[Task]:
+    """The tasks of image ``i``: its random-order baseline, one main-pass task per method,
+    extra seeds of stochastic methods for the first ``stability_n`` images."""
+    tasks = []
+    tasks.append(Task("random", i, None, config.seed, img, mk, t))
+    for m in methods:
+        stoch = is_stochastic(m)
+        stab = stoch and i < config.stability_n and len(config.seeds) >= 2
+        params = dict(config.method_params.get(m, {}))
+        tasks.append(Task("explain", i, m, config.seed if stoch else None, img, mk, t, primary=True,
+                          sanity=i < config.sanity_n, keep_map=stab and config.seed in config.seeds,
+                          params=params))
+        if stab:
+            for s in config.seeds:
+                if int(s) != int(config.seed):
+                    tasks.append(Task("explain", i, m, int(s), img, mk, t, primary=False, keep_map=True,
+                                      params=params))
     return tasks
 
 
@@ -744,6 +787,8 @@ def aggregate(results, dataset: Dataset, targets, probs, methods, config: EvalCo
     """Task results -> EvaluationReport (pure: no model calls)."""
     n = len(dataset)
     labels = dataset.labels
+    mfs = (list(dataset.mask_fractions) if dataset.mask_fractions is not None
+           else [float(np.asarray(mk).mean()) for mk in dataset.masks])
     correct = [labels[i] is None or int(labels[i]) == int(targets[i]) for i in range(n)]
     rnd = {r["index"]: r for r in results if r["kind"] == "random"}
     prim = {}
@@ -808,7 +853,7 @@ def aggregate(results, dataset: Dataset, targets, probs, methods, config: EvalCo
     for i in range(n):
         d = {"index": i, "id": dataset.ids[i], "label": labels[i], "target": int(targets[i]),
              "target_prob": float(probs[i][int(targets[i])]), "correct": bool(correct[i]),
-             "mask_fraction": float(np.asarray(dataset.masks[i]).mean())}
+             "mask_fraction": mfs[i]}
         if i in rnd:
             d["random"] = {"deletion_auc": rnd[i]["deletion_auc"], "insertion_auc": rnd[i]["insertion_auc"]}
         for m in methods:
@@ -821,7 +866,7 @@ def aggregate(results, dataset: Dataset, targets, probs, methods, config: EvalCo
     acc = float(np.mean(correct)) if n else None
     ds = {"name": dataset.name, "n": n, "n_correct": int(sum(correct)), "accuracy": acc,
           "labels_known": all(v is not None for v in labels),
-          "mask_fraction": float(np.mean([np.asarray(mk).mean() for mk in dataset.masks])) if n else None,
+          "mask_fraction": float(np.mean(mfs)) if n else None,
           "source": dataset.source}
     from .explainers.base import model_summary
     return EvaluationReport(dataset=ds, methods=list(methods), params=_params(config, methods),
@@ -864,7 +909,8 @@ def evaluate(model, dataset="signs", methods=None, n: int = 200, config: EvalCon
     if int(n) <= 0:
         raise XauditError(f"--n must be >= 1, got {n}")
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(
-        dataset, model, n, data_seed, pole_variant, backgrounds=anchor_backgrounds if "anchors" in methods else 0)
+        dataset, model, n, data_seed, pole_variant, backgrounds=anchor_backgrounds if "anchors" in methods else 0,
+        lazy=True)
     if not len(ds):
         raise XauditError("the dataset holds no images")
     if "anchors" in methods and ds.backgrounds is not None and anchor_backgrounds:
@@ -878,11 +924,33 @@ def evaluate(model, dataset="signs", methods=None, n: int = 200, config: EvalCon
             raise XauditError(f"method {m} needs gradients, which are not reachable for {model.source}: "
                               f"{model.gradients_reason} (drop it from --methods)")
     t0 = time.perf_counter()
-    probs = model.predict(np.stack(ds.images))
-    targets = probs.argmax(1)
-    tasks = make_tasks(ds, targets, methods, config)
-    results, failed = run_tasks(model, tasks, config, progress=progress, executor=executor, ledger=ledger)
-    return aggregate(results, ds, targets, probs, methods, config, model=model,
+    # Streamed: images are read / generated a chunk at a time, predicted, turned into tasks
+    # and handed on; only per-image scalars (label, probabilities, mask fraction) are kept.
+    probs_rows, labels, mfs = [], [], []
+
+    def task_stream(chunk=32):
+        buf = []
+
+        def flush():
+            p = model.predict(np.stack([b[1] for b in buf]))
+            for (i, im, mk, lab), row in zip(buf, p):
+                probs_rows.append(row)
+                labels.append(lab)
+                mfs.append(float(np.asarray(mk).mean()))
+                yield from image_tasks(i, im, mk, int(row.argmax()), methods, config)
+            buf.clear()
+        for item in ds.items():
+            buf.append(item)
+            if len(buf) >= chunk:
+                yield from flush()
+        if buf:
+            yield from flush()
+
+    results, failed = run_tasks(model, task_stream(), config, progress=progress, executor=executor, ledger=ledger,
+                                total=task_count(len(ds), methods, config))
+    probs = np.stack(probs_rows) if probs_rows else np.zeros((0, 0), np.float32)
+    ds.labels, ds.mask_fractions = labels, mfs
+    return aggregate(results, ds, probs.argmax(1), probs, methods, config, model=model,
                      seconds=time.perf_counter() - t0, failed=failed)
 
 
@@ -910,24 +978,27 @@ def _decode(v):
     return v
 
 
-def run_tasks(model, tasks, config, progress=None, executor=None, ledger=None):
+def run_tasks(model, tasks, config, progress=None, executor=None, ledger=None, total=None):
     """Run tasks in a local loop, or through ``executor.map(fn, tasks)`` (an
     :mod:`xaudit.executors` executor: results in task order as ``TaskResult`` with ``ok``,
     ``value``, ``error``; a failed task is listed, the others are kept). ``ledger``: an
     :class:`xaudit.executors.Ledger`; tasks it holds as done are not run again (their
     results are stored in it), new results are added. -> (results, failed)."""
     import functools
+    from collections import deque
     from dataclasses import replace
     results, failed = [], []
+    if total is None and hasattr(tasks, "__len__"):
+        total = len(tasks)
     if ledger is not None:
-        todo = []
-        for t in tasks:
-            rec = ledger.done.get(t.key)
-            if rec is not None and "result" in rec:
-                results.append(_decode(rec["result"]))
-            else:
-                todo.append(t)
-        tasks = todo
+        def todo(ts):   # lazily: finished tasks are taken from the ledger, the rest run
+            for t in ts:
+                rec = ledger.done.get(t.key)
+                if rec is not None and "result" in rec:
+                    results.append(_decode(rec["result"]))
+                else:
+                    yield t
+        tasks = todo(tasks)
 
     def ok(t, r):
         results.append(r)
@@ -942,15 +1013,22 @@ def run_tasks(model, tasks, config, progress=None, executor=None, ledger=None):
 
     if executor is not None:
         light = replace(config, method_params={})          # the tasks carry their own parameters
-        it = executor.map(functools.partial(task_entry, config=light), tasks)
-        it = progress(it, total=len(tasks)) if progress else it
-        for t, r in zip(tasks, it):
+        sent = deque()                                      # results come back in task order
+
+        def tracked(ts):
+            for t in ts:
+                sent.append(t)
+                yield t
+        it = executor.map(functools.partial(task_entry, config=light), tracked(tasks))
+        it = progress(it, total=total) if progress else it
+        for r in it:
+            t = sent.popleft()
             if getattr(r, "ok", False):
                 ok(t, r.value)
             else:
                 bad(t, getattr(r, "error", None))
         return results, failed
-    it = progress(tasks, total=len(tasks)) if progress else tasks
+    it = progress(tasks, total=total) if progress else tasks
     for t in it:
         ok(t, run_task(model, t, config))
     return results, failed

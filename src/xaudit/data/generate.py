@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 __all__ = ["GTSRB_LABELS", "POLE_LABELS", "SIGN_SPECS", "BACKGROUND_FAMILIES", "POLE_FAMILY",
-           "make_signs", "make_poles", "save_dataset"]
+           "make_signs", "make_poles", "iter_signs", "iter_poles", "save_dataset"]
 
 GTSRB_LABELS = [
     "Speed limit (20km/h)", "Speed limit (30km/h)", "Speed limit (50km/h)",
@@ -344,18 +344,25 @@ def make_signs(n: int, seed: int, size: int = 64):
     """-> images uint8 (n,size,size,3) RGB, labels int64 (n,), masks bool (n,size,size).
 
     Labels are balanced-random (uniform over the 43 classes); mask = pixels whose sign
-    coverage is >= 50 %."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, len(GTSRB_LABELS), size=n).astype(np.int64)
+    coverage is >= 50 %. ``iter_signs`` yields the same images one at a time."""
     images = np.empty((n, size, size, 3), np.uint8)
     masks = np.empty((n, size, size), bool)
+    labels = np.empty(n, np.int64)
+    for i, (im, lab, m) in enumerate(iter_signs(n, seed, size)):
+        images[i], labels[i], masks[i] = im, lab, m
+    return images, labels, masks
+
+
+def iter_signs(n: int, seed: int, size: int = 64):
+    """Streaming form of :func:`make_signs` (identical images): yields ``(image uint8
+    (size,size,3), label int, mask bool (size,size))`` without holding the set."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(GTSRB_LABELS), size=n).astype(np.int64)
     for i in range(n):
         bg = _random_background(rng, size)
         sign, alpha = _sign_layer(rng, int(labels[i]), size)
         img = bg * (1 - alpha[..., None]) + sign * alpha[..., None]
-        images[i] = _finish(rng, img)
-        masks[i] = alpha >= 0.5
-    return images, labels, masks
+        yield _finish(rng, img), int(labels[i]), alpha >= 0.5
 
 
 # ----------------------------------------------------------------------------- poles
@@ -411,11 +418,19 @@ def make_poles(n: int, seed: int, size: int = 64, biased: bool = False, swap_bac
     tree: forest) with probability 0.95, else another family; the pole cue is weakened.
     ``swap_background=True`` -> always the family of a *different* class (overrides the
     correlation; combine with ``biased=True`` to test the clever-Hans model on the same
-    weakened poles)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, len(POLE_LABELS), size=n).astype(np.int64)
+    weakened poles). ``iter_poles`` yields the same images one at a time."""
     images = np.empty((n, size, size, 3), np.uint8)
     masks = np.empty((n, size, size), bool)
+    labels = np.empty(n, np.int64)
+    for i, (im, lab, m) in enumerate(iter_poles(n, seed, size, biased, swap_background)):
+        images[i], labels[i], masks[i] = im, lab, m
+    return images, labels, masks
+
+
+def iter_poles(n: int, seed: int, size: int = 64, biased: bool = False, swap_background: bool = False):
+    """Streaming form of :func:`make_poles` (identical images): yields ``(image, label, mask)``."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(POLE_LABELS), size=n).astype(np.int64)
     for i in range(n):
         c = int(labels[i])
         if swap_background:
@@ -432,9 +447,7 @@ def make_poles(n: int, seed: int, size: int = 64, biased: bool = False, swap_bac
         bg = _family_background(rng, size, fam)
         pole, alpha = _pole_layer(rng, c, size, weak=biased)
         img = bg * (1 - alpha[..., None]) + pole * alpha[..., None]
-        images[i] = _finish(rng, img, blur_max=0.6, noise_max=5.0)
-        masks[i] = alpha >= 0.5
-    return images, labels, masks
+        yield _finish(rng, img, blur_max=0.6, noise_max=5.0), c, alpha >= 0.5
 
 
 # ----------------------------------------------------------------------------- saving

@@ -102,6 +102,20 @@ def _meta_preprocessing(props: dict) -> dict:
     return out
 
 
+def ort_threads() -> int:
+    """onnxruntime intra-op threads: ``XAUDIT_ORT_THREADS`` when set (the benchmarks set it
+    to torch's thread count for side-by-side timings), else the cores, at most 4."""
+    env = os.environ.get("XAUDIT_ORT_THREADS", "").strip()
+    if env:
+        try:
+            if int(env) >= 1:
+                return int(env)
+        except ValueError:
+            pass
+        raise ModelLoadError(f"XAUDIT_ORT_THREADS must be a positive integer, got {env!r}")
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def load(source, defaults: dict | None = None, **ov) -> OnnxModel:
     """``defaults``: preprocessing/labels declared by a wrapper (Custom Vision)."""
     import onnx
@@ -115,7 +129,7 @@ def load(source, defaults: dict | None = None, **ov) -> OnnxModel:
         raise ModelLoadError(f"cannot parse {p} as ONNX (corrupt or not an ONNX file): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     try:
         so = ort.SessionOptions()
-        so.intra_op_num_threads = max(1, min(4, os.cpu_count() or 1))
+        so.intra_op_num_threads = ort_threads()
         so.log_severity_level = 3
         sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001

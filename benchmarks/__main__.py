@@ -13,6 +13,7 @@ import datetime as dt
 import importlib
 import json
 import math
+import os
 import sys
 import time
 import traceback
@@ -55,6 +56,8 @@ def run_one(name: str, quick: bool, repeats: int) -> tuple[dict, bool]:
     import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # stable ratios on a shared machine; benchmarks may override
+    saved_ort = os.environ.get("XAUDIT_ORT_THREADS")
+    os.environ["XAUDIT_ORT_THREADS"] = "1"   # onnxruntime on one thread too: side by side with torch
     before = C.load_average()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -70,6 +73,10 @@ def run_one(name: str, quick: bool, repeats: int) -> tuple[dict, bool]:
         result = {"error": f"{type(e).__name__}: {e}"}
     machine = C.machine_info()
     torch.set_num_threads(threads)
+    if saved_ort is None:
+        os.environ.pop("XAUDIT_ORT_THREADS", None)
+    else:
+        os.environ["XAUDIT_ORT_THREADS"] = saved_ort
     record = {"benchmark": name, "quick": bool(quick), "repeats": int(repeats), "started_utc": started,
               "wall_seconds": round(time.perf_counter() - t0, 2),
               "load_average_before": before, "load_average_after": C.load_average(),
@@ -175,7 +182,7 @@ def render(records: list[dict], title_note: str = "") -> str:
         commits = sorted({(r.get("machine", {}).get("git") or {}).get("commit") or "?" for r in records})
         lines += ["## Machine", "",
                   f"- CPU: {m.get('cpu')} — {m.get('cores')} cores ({m.get('cores_usable')} usable), "
-                  f"{m.get('memory_gb')} GB; torch threads {m.get('torch_threads')}",
+                  f"{m.get('memory_gb')} GB",
                   "- " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
                   f"- git commit(s): {', '.join(c[:10] for c in commits)}",
                   "- the machine is shared with other sessions: absolute seconds are noisy, the side-by-side ratios "
@@ -183,6 +190,8 @@ def render(records: list[dict], title_note: str = "") -> str:
         lines += md_table([{"benchmark": r["benchmark"], "mode": "quick" if r.get("quick") else "full",
                             "repeats": r.get("repeats"), "started (UTC)": r.get("started_utc"),
                             "wall s": r.get("wall_seconds"),
+                            "threads torch / onnxruntime": f"{r.get('machine', {}).get('torch_threads', '-')} / "
+                                                           f"{r.get('machine', {}).get('ort_threads', '-')}",
                             "load before": " / ".join(str(x) for x in r.get("load_average_before") or []),
                             "load after": " / ".join(str(x) for x in r.get("load_average_after") or []),
                             "status": "error" if "error" in r.get("result", {}) else

@@ -128,7 +128,8 @@ def machine_info() -> dict:
         pass
     import torch
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "cores_usable": affinity, "memory_gb": mem,
-            "platform": platform.platform(), "torch_threads": torch.get_num_threads(), "versions": versions(),
+            "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
+            "ort_threads": os.environ.get("XAUDIT_ORT_THREADS") or "cores (max 4)", "versions": versions(),
             "git": git_commit()}
 
 

@@ -243,6 +243,19 @@ def test_zipmap_labels_without_labels_file(tmp_path, net):
     assert m.labels == LABELS  # from the ZipMap attribute, not the (sorted) dict key order
 
 
+def test_ort_thread_count_from_the_environment(files, monkeypatch, batch):
+    from xaudit.adapters import onnx as onnx_adapter
+    monkeypatch.delenv("XAUDIT_ORT_THREADS", raising=False)
+    default = xaudit.load_model(str(files / "onnx" / "net.onnx")).predict(batch)
+    monkeypatch.setenv("XAUDIT_ORT_THREADS", "1")
+    assert onnx_adapter.ort_threads() == 1
+    one = xaudit.load_model(str(files / "onnx" / "net.onnx")).predict(batch)
+    np.testing.assert_allclose(one, default, atol=1e-6)
+    monkeypatch.setenv("XAUDIT_ORT_THREADS", "many")
+    with pytest.raises(xaudit.ModelLoadError, match="XAUDIT_ORT_THREADS must be a positive integer"):
+        xaudit.load_model(str(files / "onnx" / "net.onnx"))
+
+
 def test_gradients_reachable_flags(models):
     assert models["torchscript"].gradients_reachable
     assert models["onnx"].gradients_reachable

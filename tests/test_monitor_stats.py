@@ -54,3 +54,26 @@ def test_clopper_pearson_and_three_of_four():
     assert lo < 0.5  # 3 of 4 is not an alarm at threshold 0.5
     lo, _ = S.clopper_pearson(322, 400, 0.05)
     assert lo > 0.5
+
+
+def test_bbsd_quiet_on_clean_traffic_of_a_confident_model():
+    """Regression: the baseline stores softmax samples on a 1e-6 grid, capture files keep tiny
+    probabilities (6 significant digits); KS on the raw values flagged clean traffic of the
+    shipped sign model (D = 0.45 at 0). Both sides are compared on the baseline's grid."""
+    import xaudit
+    from xaudit.data import model_path
+    from xaudit.data.generate import make_signs
+    from xaudit.monitoring.baseline import Baseline, build_baseline
+    m = xaudit.load_model(str(model_path("signs.pt")))
+    ref = make_signs(300, seed=1)[0].astype(np.float32) / 255
+    cur = make_signs(200, seed=0)[0].astype(np.float32) / 255
+    base = Baseline(build_baseline(m.predict(ref), model_info={"num_classes": 43}, source={}))
+    p = m.predict(cur).astype(np.float32)
+    served = np.array([[float(f"{v:g}") for v in row] for row in p])   # what a capture line holds
+    assert (served[served > 0] < 5e-7).mean() > 0.1       # the tiny values that used to trip KS
+    for probs in (served, p):
+        acc = WindowAcc(43, seed=0)
+        acc.add(probs, MonitorConfig().low_confidence)
+        res, viol = evaluate_window(acc, ("a", "b"), MonitorConfig(), base)
+        assert not res["checks"]["bbsd"]["violation"], res["checks"]["bbsd"]
+        assert viol == [], viol

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BaselineError
+from .stats import quantize_probs
 
 FORMAT = "xaudit-baseline/1"
 CONF_BINS = np.linspace(0.0, 1.0, 21)
@@ -83,7 +84,7 @@ def build_baseline(probs: np.ndarray, *, model_info: dict, source: dict, labels=
                        "mean": float(maxp.mean()), "per_class_mean": per_class_conf},
         "low_confidence": {"level": float(low_confidence),
                            "rate": float(low_confidence_mask(probs, low_confidence).mean())},
-        "softmax_samples": np.round(probs[take], 6).tolist(),
+        "softmax_samples": quantize_probs(probs[take]).tolist(),
         "per_class_softmax": {str(k): np.round(probs[np.flatnonzero(pred == k)[:MAX_PER_CLASS]], 5).tolist()
                               for k in range(c) if counts[k]},
         "examples": {str(k): v[:MAX_EXAMPLES] for k, v in (examples or {}).items()},
@@ -118,7 +119,7 @@ class Baseline:
             raise BaselineError(f"malformed baseline {path or ''}: softmax_samples must be (n, {self.num_classes})")
         if self.labels is not None and len(self.labels) != self.num_classes:
             self.labels = None
-        self.samples_sorted = np.sort(samples, axis=0)
+        self.samples_sorted = np.sort(quantize_probs(samples), axis=0)   # same grid as the windows
         self.shares = self.counts / self.counts.sum()
         self.calibration = data.get("calibration")
 

@@ -198,7 +198,7 @@ def evaluate_window(acc: WindowAcc | None, window: tuple, cfg: MonitorConfig, ba
             c = int(resid.argmax())
             viol.append(_v("chi_square", window, c, labels, chi["statistic"], level, counts[c], n, chi["p_value"],
                            df=chi["df"]))
-        sample = acc.sample().astype(np.float64)
+        sample = S.quantize_probs(acc.sample())   # the baseline's grid (see stats.BBSD_DECIMALS)
         if len(sample) >= 2:
             d, pks = S.ks_pvalues(sample, baseline.samples_sorted)
             padj = np.minimum(1.0, pks * len(pks))

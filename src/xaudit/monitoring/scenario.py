@@ -282,6 +282,8 @@ def run_scenario(model_source, out_dir, images, labels, masks, reference_images,
               "n_clean": n_clean, "n_mixed": n_mixed, "attack": attack, "monitor": mon,
               "audit_exit_code": rc_audit, "mask_share": mask_res, "method": method,
               "seconds": time.time() - t_start,
-              "pass": bool(mon["adversarial"]["target_flagged"] and not mon["clean"]["target_flagged"])}
+              # the story holds when the attack is caught and clean traffic raises no alarm at all
+              "pass": bool(mon["adversarial"]["target_flagged"] and mon["clean"]["exit_code"] == 0
+                           and not mon["clean"]["violations"])}
     (out / "adversarial_drift.json").write_text(json.dumps(result, indent=1))
     return result

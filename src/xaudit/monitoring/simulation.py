@@ -69,7 +69,7 @@ def evaluate_batch(probs: np.ndarray, baseline: Baseline, cfg: MonitorConfig | N
     else:
         out["chi_square"] = np.zeros(W, bool)
     # BBSD: KS per softmax dimension, Bonferroni
-    _, pks = S.ks_pvalues_batch(probs.astype(np.float32).astype(np.float64), baseline.samples_sorted)
+    _, pks = S.ks_pvalues_batch(S.quantize_probs(probs.astype(np.float32)), baseline.samples_sorted)
     out["bbsd"] = (np.minimum(1.0, pks * c)).min(1) < a * WEIGHTS["bbsd"]
     out["any"] = np.logical_or.reduce([out[x] for x in ("class_share", "low_confidence", "class_shift",
                                                         "chi_square", "bbsd")])

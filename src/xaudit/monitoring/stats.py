@@ -120,6 +120,18 @@ def ks_sf(d, n: int, m: int) -> np.ndarray:
     return np.clip(st.kstwobign.sf((se + 0.12 + 0.11 / se) * d), 0.0, 1.0)
 
 
+# BBSD compares softmax values on one grid: the baseline stores its samples rounded to 6
+# decimals, while capture files keep 6 *significant* digits (1e-9 survives). Compared raw, a
+# confident model's tiny probabilities (stored 0.0 in the baseline, 3e-11 in the window) made KS
+# flag clean traffic (D = 0.45 on a class at p ~ 1e-23). Both sides are rounded to this grid.
+BBSD_DECIMALS = 6
+
+
+def quantize_probs(p: np.ndarray) -> np.ndarray:
+    """Softmax values on the BBSD grid (``BBSD_DECIMALS`` decimals), float64."""
+    return np.round(np.asarray(p, np.float64), BBSD_DECIMALS)
+
+
 def ks_pvalues(window: np.ndarray, base_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two-sample KS per column. window (n, C), base_sorted (m, C) sorted per column.
     Returns (D (C,), p (C,)), p from the asymptotic Kolmogorov distribution with

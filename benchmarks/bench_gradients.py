@@ -28,13 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from xaudit.stability import spearman
+
 if __name__ != "__main__":
     from . import _common as C
-
-
-def spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-    return float(spearmanr(np.ravel(a), np.ravel(b)).statistic)
 
 
 def captum_side(net, mean, std, layer):

@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -141,10 +140,9 @@ def bench_monitor(sizes, repeats, classes=43):
 
 
 def bench_serve(requests, repeats, clients=8):
-    import httpx
-
     import _monitor_helpers as h
     from xaudit.loader import load_model
+    from xaudit.monitoring.scenario import send
     with tempfile.TemporaryDirectory() as d:
         try:
             from xaudit.data import model_path
@@ -170,30 +168,9 @@ def bench_serve(requests, repeats, clients=8):
 
         proc, url = h.start_server(mf, Path(d) / "cap", pct=50)
         try:
-            def served():
-                idx = iter(range(requests))
-                lock = threading.Lock()
-                errors = []
-
-                def worker():
-                    with httpx.Client(base_url=url, timeout=60) as c:
-                        while True:
-                            with lock:
-                                i = next(idx, None)
-                            if i is None:
-                                return
-                            r = c.post("/invocations", content=bodies[i % len(bodies)],
-                                       headers={"content-type": "image/png"})
-                            if r.status_code != 200:
-                                errors.append(r.status_code)
+            def served():       # the scenario's client: `clients` threads, raises on any non-200
                 t = time.perf_counter()
-                ts = [threading.Thread(target=worker) for _ in range(clients)]
-                for th in ts:
-                    th.start()
-                for th in ts:
-                    th.join()
-                if errors:
-                    raise RuntimeError(f"serve returned {errors[:5]}")
+                send(url, ((f"bench-{i}", bodies[i % len(bodies)]) for i in range(requests)), clients)
                 return requests / (time.perf_counter() - t)
             served()                                   # warm-up
             direct()

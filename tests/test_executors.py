@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _cli import run_main as _main
 from _executor_helpers import (attributions, kill_self_task, ledger_lines, raising_task, slow_task,
                                write_sign_pngs)
 
@@ -22,13 +23,6 @@ def _signs_pt():
     if not p.exists():
         pytest.skip("shipped signs.pt missing")
     return str(p)
-
-
-def _main(argv, capsys):
-    from xaudit.cli import main
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")

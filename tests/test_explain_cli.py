@@ -7,18 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _cli import run_main as _main
 from _gradnets import ResNet, SmallCNN, export_onnx
 
 loader = pytest.importorskip("xaudit.loader")
 if not hasattr(loader, "load_model"):
     pytest.skip("xaudit.loader.load_model is not available yet", allow_module_level=True)
-
-
-def _main(argv, capsys):
-    from xaudit.cli import main
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ._json import json_default
 from .errors import XauditError
+from .stability import pair_metrics, spearman
 
 ALL_METHODS = ("fullgrad", "gradcam", "ig", "lime", "anchors", "occlusion")
 GRADIENT_METHODS = ("fullgrad", "gradcam", "ig")
@@ -399,11 +401,6 @@ def auc(frac, p) -> float:
     return float(np.trapezoid(p, frac)) if hasattr(np, "trapezoid") else float(np.trapz(p, frac))
 
 
-def spearman(a, b) -> float:
-    from .stability import spearman as _sp
-    return _sp(a, b)
-
-
 # ============================================================================ randomised model
 _RANDOMISED_ATTR = "_xaudit_randomised_models"
 
@@ -569,7 +566,6 @@ def _mean(vals):
 
 def _stability(results_by_seed: dict, seeds) -> dict:
     """results_by_seed: index -> {seed: result with map}."""
-    from .stability import pair_metrics
     jac, spm = [], []
     used = 0
     for idx, by_seed in sorted(results_by_seed.items()):
@@ -749,7 +745,7 @@ class EvaluationReport:
     def save(self, directory) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "evaluation.json").write_text(json.dumps(self.to_dict(), indent=2, default=_default))
+        (d / "evaluation.json").write_text(json.dumps(self.to_dict(), indent=2, default=json_default))
         (d / "evaluation.md").write_text(self.markdown())
         self.plot(d / "evaluation.png")
         (d / "evaluation.html").write_text(self.html((d / "evaluation.png").read_bytes()))
@@ -772,14 +768,6 @@ def _f(v, nd=3) -> str:
             return "–"
         return f"{v:.{nd}f}"
     return str(v)
-
-
-def _default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def aggregate(results, dataset: Dataset, targets, probs, methods, config: EvalConfig, model=None,

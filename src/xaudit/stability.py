@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._json import json_default
 from .errors import XauditError
 
 DEFAULT_SEEDS = (1, 11, 21, 31, 41, 51, 61, 71, 81)
@@ -171,7 +172,7 @@ class StabilityReport:
         for (i, s), sd in (self.seed_dirs(d).items() if explanations else ()):
             exp = next(e for e in self.images[i].explanations if e.seed == s)
             exp.save(sd)
-        (d / "stability.json").write_text(json.dumps(self.to_dict(), indent=2, default=_default))
+        (d / "stability.json").write_text(json.dumps(self.to_dict(), indent=2, default=json_default))
         plt = _plt()
         shown = self.images[:max_images] if max_images else self.images
         n, m = len(self.seeds), len(shown)
@@ -209,14 +210,6 @@ class StabilityReport:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60]
-
-
-def _default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def analyse(name: str, explanations: list) -> ImageStability:

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from .._json import json_default
+
 
 def add_model_options(p: argparse.ArgumentParser):
     """Model-loading overrides shared by every command that loads a model."""
@@ -38,17 +40,8 @@ def load_model_from_args(args, source=None):
 
 
 def print_json(obj):
-    json.dump(obj, sys.stdout, indent=2, default=_default)
+    json.dump(obj, sys.stdout, indent=2, default=json_default)
     sys.stdout.write("\n")
-
-
-def _default(o):
-    import numpy as np
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def progress(iterable, args, **kw):
